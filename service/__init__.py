@@ -1,0 +1,1 @@
+"""loopchat serving side: chat API, feedback, engines, storage."""

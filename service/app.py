@@ -1,0 +1,99 @@
+"""create_app(settings): lifespan, middleware, routers, and the one error mapper."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.api import chat, health, models, ws
+from service.chat.engines.base import Engine
+from service.chat.engines.factory import build_engine
+from service.db.migrate import upgrade
+from service.db.session import make_engine, make_session_factory
+from service.errors import LoopchatError, error_body, from_exception, status_type
+from service.metrics import Metrics
+from service.middleware import BodyLimit, RequestMetrics
+from service.policies.registry import PolicyRegistry
+from service.runtime import Runtime
+from service.settings import Settings
+from service.validation import describe_errors, first_param
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
+    """Build the app. `engine` overrides the configured one (tests pass fakes or tiny models)."""
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        db = make_engine(settings.resolved_database_url)
+        await asyncio.to_thread(upgrade, db)
+        sessions = make_session_factory(db)
+        eng = engine if engine is not None else build_engine(settings)
+        runtime = Runtime(
+            settings=settings,
+            db=db,
+            sessions=sessions,
+            engine=eng,
+            registry=PolicyRegistry(eng, sessions, settings.model_alias),
+            metrics=metrics,
+        )
+        app.state.runtime = runtime
+        runtime.start_in_background()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(title="loopchat", version="0.1.0", lifespan=lifespan)
+    app.include_router(chat.router)
+    app.include_router(models.router)
+    app.include_router(ws.router)
+    app.include_router(health.router)
+    _install_error_handlers(app)
+    app.add_middleware(RequestMetrics, metrics=metrics)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def on_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errors):
+            body = error_body("the request body is not valid JSON", type="invalid_request_error", code="invalid_json")
+            return JSONResponse(body, status_code=400)
+        body = error_body(
+            describe_errors(errors),
+            type="invalid_request_error",
+            code="invalid_value",
+            param=first_param(errors),
+        )
+        return JSONResponse(body, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = exc.detail if isinstance(exc.detail, str) else "request failed"
+        body = error_body(message, type=status_type(exc.status_code), code=None)
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(LoopchatError)
+    async def on_ours(_: Request, exc: LoopchatError) -> JSONResponse:
+        status, body = from_exception(exc)
+        return JSONResponse(body, status_code=status)
+
+    @app.exception_handler(Exception)
+    async def on_any(_: Request, exc: Exception) -> JSONResponse:
+        status, body = from_exception(exc)
+        if status >= 500:
+            log.error("request failed: %s", exc, exc_info=exc)
+        return JSONResponse(body, status_code=status)

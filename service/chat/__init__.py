@@ -1,0 +1,1 @@
+"""Chat: the ChatService (no FastAPI here), engines and streaming."""

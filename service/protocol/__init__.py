@@ -1,0 +1,1 @@
+"""Pydantic request/response models for the public HTTP API (no logic beyond validation)."""

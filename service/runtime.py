@@ -1,0 +1,115 @@
+"""The objects one server process owns, built once by the app's lifespan.
+
+Routers reach them through the typed dependencies in `service.api.deps`, never through
+an untyped `app.state` lookup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from sqlalchemy import Engine as DbEngine
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.chat.engines.base import Engine
+from service.chat.service import ChatService, Limits
+from service.chat.tokenizer import ChatTokenizer
+from service.db import repository
+from service.db.session import session_scope
+from service.errors import NotReady
+from service.metrics import Metrics
+from service.policies.registry import PolicyRegistry
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Phase(StrEnum):
+    STARTING = "starting"
+    READY = "ready"
+    FAILED = "failed"
+    STOPPING = "stopping"
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    db: DbEngine
+    sessions: sessionmaker[Session]
+    engine: Engine
+    registry: PolicyRegistry
+    metrics: Metrics
+    phase: Phase = Phase.STARTING
+    error: str | None = None
+    chat: ChatService | None = None
+    _startup: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    def chat_service(self) -> ChatService:
+        if self.chat is None:
+            if self.phase is Phase.FAILED:
+                raise NotReady("the model failed to load; see the server log")
+            raise NotReady("the model is still loading; try again shortly")
+        return self.chat
+
+    def start_in_background(self) -> None:
+        self._startup = asyncio.get_running_loop().create_task(self._start())
+
+    async def wait_started(self) -> None:
+        if self._startup is not None:
+            await asyncio.shield(self._startup)
+
+    async def _start(self) -> None:
+        try:
+            model_dir = self.settings.resolved_model_dir
+            await asyncio.to_thread(self._register_base)
+            log.info("loading %s with the %s engine", model_dir, self.engine.info().name)
+            await self.engine.start()
+            tokenizer = await asyncio.to_thread(ChatTokenizer.from_dir, model_dir)
+            await self.registry.load_serving()
+            self.chat = ChatService(
+                self.engine, tokenizer, self.registry, self._record, self._limits(), self.metrics
+            )
+            self.phase = Phase.READY
+            log.info("ready: serving %s", self.registry.public_name(self.registry.serving))
+        except Exception as e:
+            self.phase = Phase.FAILED
+            self.error = str(e)
+            log.error("startup failed: %s", e, exc_info=True)
+
+    def _register_base(self) -> None:
+        model_dir = self.settings.resolved_model_dir
+        if not (model_dir / "config.json").is_file():
+            raise FileNotFoundError(
+                f"no model at {model_dir}: run `loopchat model prepare` or set LOOPCHAT_MODEL"
+            )
+        with session_scope(self.sessions) as s:
+            repository.ensure_base_version(s, model_dir)
+
+    def _record(self, records: Sequence[repository.GenerationRecord]) -> None:
+        with session_scope(self.sessions) as s:
+            repository.insert_generations(s, records)
+
+    def _limits(self) -> Limits:
+        st = self.settings
+        return Limits(
+            max_prompt_tokens=st.max_prompt_tokens,
+            max_new_tokens=st.max_new_tokens,
+            default_max_tokens=st.default_max_tokens,
+            max_model_len=self.engine.info().max_model_len,
+            max_messages=st.max_messages,
+            max_n=st.max_n,
+            max_stop_sequences=st.max_stop_sequences,
+        )
+
+    async def stop(self) -> None:
+        self.phase = Phase.STOPPING
+        if self._startup is not None and not self._startup.done():
+            self._startup.cancel()
+        if self.chat is not None:
+            await self.chat.drain()
+        await self.engine.shutdown()
+        self.db.dispose()

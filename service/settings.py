@@ -1,0 +1,79 @@
+"""Settings, validated once, built by a factory (never at import time)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class EngineKind(StrEnum):
+    AUTO = "auto"
+    VLLM = "vllm"
+    TRANSFORMERS = "transformers"
+
+
+class Settings(BaseSettings):
+    """Every setting is a `LOOPCHAT_*` environment variable; an env file may hold them too."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LOOPCHAT_", env_file=None, extra="ignore", validate_default=True
+    )
+
+    data_dir: Path = Field(Path("./data"), description="Database file, models, artifacts.")
+    database_url: str = Field("", description="SQLAlchemy URL; default SQLite in data_dir.")
+    engine: EngineKind = Field(EngineKind.AUTO, description="auto picks vLLM when importable.")
+    model: Path | None = Field(None, description="Model directory; default the bundled one.")
+    admin_token: str = Field("", description="Bearer token for /v1/admin/ (empty: admin off).")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    model_alias: str = Field("loopchat", description="Public model name prefix: loopchat@v3.")
+
+    # Request limits, enforced before anything reaches the engine.
+    max_request_bytes: int = Field(1_000_000, ge=1024)
+    max_prompt_tokens: int = Field(1536, ge=16)
+    max_new_tokens: int = Field(512, ge=1)
+    default_max_tokens: int = Field(256, ge=1)
+    max_messages: int = Field(64, ge=1)
+    max_n: int = Field(4, ge=1)
+    max_stop_sequences: int = Field(4, ge=0)
+
+    # vLLM on CPU: share of RAM for the KV cache (0.92 default refuses to start on CPU).
+    vllm_memory_utilization: float = Field(0.15, gt=0, le=1)
+    vllm_enforce_eager: bool = True
+    max_model_len: int = Field(2048, ge=64, description="Context length: prompt + reply.")
+    vllm_dtype: str = "bfloat16"
+    torch_threads: int | None = Field(None, ge=1, description="Threads for the transformers engine.")
+
+    @field_validator("database_url")
+    @classmethod
+    def _strip(cls, v: str) -> str:
+        return v.strip()
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'loopchat.db').resolve()}"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.data_dir / "artifacts"
+
+    @property
+    def resolved_model_dir(self) -> Path:
+        return self.model if self.model is not None else self.models_dir / "SmolLM2-135M-Instruct"
+
+
+def load_settings(env_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from the environment, an optional env file, and explicit overrides."""
+    if env_file is not None:
+        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+    return Settings(**overrides)

@@ -1,0 +1,1 @@
+"""loopchat trainer: iterated online RLHF rounds (filled in by the trainer issue)."""
