@@ -29,6 +29,7 @@ class LiveVersion:
     name: str
     kind: VersionKind
     status: VersionStatus
+    artifact_uri: str
     created_at: datetime
 
 
@@ -73,7 +74,7 @@ class PolicyRegistry:
                 raise RuntimeError(
                     "no policy version has status 'serving'; run `loopchat model prepare` first"
                 )
-            return LiveVersion(v.id, v.name, v.kind, v.status, v.created_at)
+            return LiveVersion(v.id, v.name, v.kind, v.status, v.artifact_uri, v.created_at)
 
     def resolve(self, model: str) -> LiveVersion:
         """`loopchat` (or empty) means the serving version; `loopchat@v3` or `v3` pins one."""

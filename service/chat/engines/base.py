@@ -63,7 +63,7 @@ class Engine(Protocol):
     def info(self) -> EngineInfo: ...
 
     async def start(self) -> None:
-        """Load the base model. Safe to call once; `ready` turns true when done."""
+        """Load the base model; `ready` turns true when done. A no-op when already started."""
 
     async def shutdown(self) -> None: ...
 

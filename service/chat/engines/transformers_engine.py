@@ -59,6 +59,8 @@ class TransformersEngine:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def start(self) -> None:
+        if self._ready:
+            return
         await self._run(self._load_base)
         self._ready = True
 

@@ -65,6 +65,8 @@ class VllmEngine:
         return EngineInfo("vllm", self._model_dir, self._opts.max_model_len, self.loaded_versions())
 
     async def start(self) -> None:
+        if self._ready:
+            return
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
