@@ -70,7 +70,11 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def on_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
         if any(e.get("type") == "json_invalid" for e in errors):
-            body = error_body("the request body is not valid JSON", type="invalid_request_error", code="invalid_json")
+            body = error_body(
+                "the request body is not valid JSON",
+                type="invalid_request_error",
+                code="invalid_json",
+            )
             return JSONResponse(body, status_code=400)
         body = error_body(
             describe_errors(errors),

@@ -87,7 +87,9 @@ def cmd_bench_serve(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="loopchat", description="Chat that learns from its users' votes.")
+    p = argparse.ArgumentParser(
+        prog="loopchat", description="Chat that learns from its users' votes."
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     p.add_argument("--env-file", type=Path, help="file of LOOPCHAT_* settings")
     sub = p.add_subparsers(dest="command", required=True)
@@ -110,12 +112,16 @@ def build_parser() -> argparse.ArgumentParser:
     server(sp)
     sp.set_defaults(func=cmd_serve)
 
-    model = sub.add_parser("model", help="model management").add_subparsers(dest="model_cmd", required=True)
+    model = sub.add_parser("model", help="model management").add_subparsers(
+        dest="model_cmd", required=True
+    )
     sp = model.add_parser("prepare", help="materialize the bundled model and register it as v0")
     common(sp)
     sp.set_defaults(func=cmd_prepare)
 
-    bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_cmd", required=True)
+    bench = sub.add_parser("bench", help="benchmarks").add_subparsers(
+        dest="bench_cmd", required=True
+    )
     sp = bench.add_parser("serve", help="engine vs HTTP API under the same concurrent load")
     common(sp)
     sp.add_argument("--concurrency", type=int, nargs="+", default=[16, 64])

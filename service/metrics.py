@@ -19,24 +19,32 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
-            "loopchat_http_requests", "HTTP requests by route and status.",
-            ["route", "status"], registry=self.registry,
+            "loopchat_http_requests",
+            "HTTP requests by route and status.",
+            ["route", "status"],
+            registry=self.registry,
         )
         self.generations = Counter(
-            "loopchat_generations", "Replies generated, by policy version, source and outcome.",
-            ["version", "source", "outcome"], registry=self.registry,
+            "loopchat_generations",
+            "Replies generated, by policy version, source and outcome.",
+            ["version", "source", "outcome"],
+            registry=self.registry,
         )
         self.tokens = Counter(
-            "loopchat_completion_tokens", "Completion tokens by policy version.",
-            ["version"], registry=self.registry,
+            "loopchat_completion_tokens",
+            "Completion tokens by policy version.",
+            ["version"],
+            registry=self.registry,
         )
         self.ttft = Histogram(
-            "loopchat_time_to_first_token_seconds", "Time to first token.",
+            "loopchat_time_to_first_token_seconds",
+            "Time to first token.",
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=self.registry,
         )
         self.latency = Histogram(
-            "loopchat_generation_seconds", "Time to the last token.",
+            "loopchat_generation_seconds",
+            "Time to the last token.",
             buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
             registry=self.registry,
         )

@@ -46,7 +46,9 @@ class Settings(BaseSettings):
     vllm_enforce_eager: bool = True
     max_model_len: int = Field(2048, ge=64, description="Context length: prompt + reply.")
     vllm_dtype: str = "bfloat16"
-    torch_threads: int | None = Field(None, ge=1, description="Threads for the transformers engine.")
+    torch_threads: int | None = Field(
+        None, ge=1, description="Threads for the transformers engine."
+    )
 
     @field_validator("database_url")
     @classmethod

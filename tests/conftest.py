@@ -11,7 +11,9 @@ import pytest
 
 from tests.fakes import build_tiny_model
 
-PG_ADMIN_URL = os.environ.get("LOOPCHAT_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+PG_ADMIN_URL = os.environ.get(
+    "LOOPCHAT_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
 
 
 @pytest.fixture(scope="session")
@@ -94,7 +96,9 @@ def make_client(tmp_path: Path, tiny_model_dir: Path) -> Iterator[object]:
 
     opened: list[TestClient] = []
 
-    def make(db_url: str | None = None, engine: object | None = None, **settings: object) -> TestClient:
+    def make(
+        db_url: str | None = None, engine: object | None = None, **settings: object
+    ) -> TestClient:
         st = Settings(
             data_dir=tmp_path / "data",
             database_url=db_url or "",

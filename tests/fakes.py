@@ -63,7 +63,9 @@ def _build(out: Path) -> None:
 class FakeEngine:
     """Replies with a scripted text, one word per delta, `delay` seconds apart."""
 
-    def __init__(self, reply: str = "Hello there, friend.", delay: float = 0.0, max_model_len: int = 2048):
+    def __init__(
+        self, reply: str = "Hello there, friend.", delay: float = 0.0, max_model_len: int = 2048
+    ):
         self.reply = reply
         self.delay = delay
         self.max_model_len = max_model_len

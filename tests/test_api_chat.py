@@ -57,7 +57,12 @@ def test_completion_is_stored_with_its_version(make_client: Any, db_url: str) ->
     assert g.latency_ms > 0
     eng = make_engine(db_url)
     with eng.connect() as c:
-        assert c.execute(sa.select(PolicyVersion.name).where(PolicyVersion.id == g.policy_version_id)).scalar() == "v0"
+        assert (
+            c.execute(
+                sa.select(PolicyVersion.name).where(PolicyVersion.id == g.policy_version_id)
+            ).scalar()
+            == "v0"
+        )
     eng.dispose()
 
 
@@ -84,8 +89,14 @@ def test_n_choices_each_stored(make_client: Any, db_url: str) -> None:
 def test_stream_sse_and_done(make_client: Any, db_url: str) -> None:
     client: TestClient = make_client(db_url)
     with client.stream(
-        "POST", CHAT,
-        json={"messages": HELLO, "max_tokens": 10, "stream": True, "stream_options": {"include_usage": True}},
+        "POST",
+        CHAT,
+        json={
+            "messages": HELLO,
+            "max_tokens": 10,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
     ) as r:
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/event-stream")
@@ -95,7 +106,11 @@ def test_stream_sse_and_done(make_client: Any, db_url: str) -> None:
     chunks = events[:-1]
     assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
-    finishes = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"] and c["choices"][0].get("finish_reason")]
+    finishes = [
+        c["choices"][0]["finish_reason"]
+        for c in chunks
+        if c["choices"] and c["choices"][0].get("finish_reason")
+    ]
     assert len(finishes) == 1
     usage = chunks[-1]["usage"]
     [g] = rows(db_url)
@@ -133,7 +148,7 @@ def test_health_ready_and_metrics(make_client: Any) -> None:
     assert ready["status"] == "ready" and ready["serving"] == "loopchat@v0"
     client.post(CHAT, json={"messages": HELLO, "max_tokens": 3})
     text = client.get("/metrics").text
-    assert 'loopchat_generations_total{outcome=' in text or "loopchat_generations_total" in text
+    assert "loopchat_generations_total{outcome=" in text or "loopchat_generations_total" in text
     assert 'version="v0"' in text
 
 

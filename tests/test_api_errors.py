@@ -13,7 +13,9 @@ from tests.fakes import FakeEngine
 from tests.test_api_chat import CHAT, HELLO, rows
 
 
-def assert_error(r: httpx.Response, status: int, code: str | None = None, param: str | None = None) -> dict[str, Any]:
+def assert_error(
+    r: httpx.Response, status: int, code: str | None = None, param: str | None = None
+) -> dict[str, Any]:
     assert r.status_code == status, r.text
     err = r.json()["error"]
     assert set(err) == {"message", "type", "code", "param"}
@@ -44,12 +46,18 @@ BAD_BODIES: list[tuple[str, dict[str, Any], int, str | None]] = [
 
 @pytest.fixture
 def client(make_client: Any) -> TestClient:
-    c: TestClient = make_client(engine=FakeEngine(), max_new_tokens=64, max_prompt_tokens=64, max_n=2)
+    c: TestClient = make_client(
+        engine=FakeEngine(), max_new_tokens=64, max_prompt_tokens=64, max_n=2
+    )
     return c
 
 
-@pytest.mark.parametrize(("name", "body", "status", "param"), BAD_BODIES, ids=[b[0] for b in BAD_BODIES])
-def test_bad_bodies(client: TestClient, name: str, body: dict[str, Any], status: int, param: str | None) -> None:
+@pytest.mark.parametrize(
+    ("name", "body", "status", "param"), BAD_BODIES, ids=[b[0] for b in BAD_BODIES]
+)
+def test_bad_bodies(
+    client: TestClient, name: str, body: dict[str, Any], status: int, param: str | None
+) -> None:
     err = assert_error(client.post(CHAT, json=body), status)
     if param is not None:
         assert err["param"] is not None and err["param"].startswith(param), err
@@ -61,17 +69,25 @@ def test_malformed_json(client: TestClient) -> None:
 
 
 def test_blank_messages(client: TestClient) -> None:
-    assert_error(client.post(CHAT, json={"messages": [{"role": "user", "content": "   "}]}), 400, param="messages")
+    assert_error(
+        client.post(CHAT, json={"messages": [{"role": "user", "content": "   "}]}),
+        400,
+        param="messages",
+    )
 
 
 def test_prompt_over_token_limit(client: TestClient) -> None:
     long = " ".join(["word"] * 200)
-    err = assert_error(client.post(CHAT, json={"messages": [{"role": "user", "content": long}]}), 400)
+    err = assert_error(
+        client.post(CHAT, json={"messages": [{"role": "user", "content": long}]}), 400
+    )
     assert err["code"] == "context_length_exceeded" and "limit is 64" in err["message"]
 
 
 def test_max_tokens_over_cap(client: TestClient) -> None:
-    err = assert_error(client.post(CHAT, json={"messages": HELLO, "max_tokens": 65}), 400, param="max_tokens")
+    err = assert_error(
+        client.post(CHAT, json={"messages": HELLO, "max_tokens": 65}), 400, param="max_tokens"
+    )
     assert "cap of 64" in err["message"]
 
 
@@ -80,7 +96,12 @@ def test_n_over_cap(client: TestClient) -> None:
 
 
 def test_unknown_model(client: TestClient) -> None:
-    err = assert_error(client.post(CHAT, json={"model": "gpt-9", "messages": HELLO}), 404, "model_not_found", "model")
+    err = assert_error(
+        client.post(CHAT, json={"model": "gpt-9", "messages": HELLO}),
+        404,
+        "model_not_found",
+        "model",
+    )
     assert "gpt-9" in err["message"]
 
 
@@ -106,7 +127,11 @@ def test_unknown_route_and_method(client: TestClient) -> None:
 def test_refusals_store_nothing(make_client: Any, tmp_path: Any) -> None:
     db = f"sqlite:///{tmp_path / 'r.db'}"
     c: TestClient = make_client(db, engine=FakeEngine(), max_new_tokens=64)
-    for body in ({"messages": []}, {"messages": HELLO, "max_tokens": 999}, {"model": "x", "messages": HELLO}):
+    for body in (
+        {"messages": []},
+        {"messages": HELLO, "max_tokens": 999},
+        {"model": "x", "messages": HELLO},
+    ):
         assert c.post(CHAT, json=body).status_code >= 400
     assert rows(db) == []
 
@@ -125,7 +150,9 @@ def test_engine_failure_mid_stream_is_an_event_then_done(make_client: Any, tmp_p
     assert_error(r, 500, "engine_error")
 
 
-async def test_client_disconnect_mid_stream_stores_cut_off(tmp_path: Any, tiny_model_dir: Any) -> None:
+async def test_client_disconnect_mid_stream_stores_cut_off(
+    tmp_path: Any, tiny_model_dir: Any
+) -> None:
     """A real server: the client drops the stream; the row says cut_off and the engine is free."""
     import uvicorn
 
@@ -136,7 +163,9 @@ async def test_client_disconnect_mid_stream_stores_cut_off(tmp_path: Any, tiny_m
     engine = FakeEngine(" ".join(f"w{i}" for i in range(200)), delay=0.02)
     db = f"sqlite:///{tmp_path / 'd.db'}"
     st = Settings(data_dir=tmp_path, database_url=db, model=tiny_model_dir, max_new_tokens=512)
-    server = uvicorn.Server(uvicorn.Config(create_app(st, engine=engine), port=0, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(st, engine=engine), port=0, log_level="warning")
+    )
     task = asyncio.create_task(server.serve())
     while not server.started:
         await asyncio.sleep(0.02)
@@ -146,7 +175,9 @@ async def test_client_disconnect_mid_stream_stores_cut_off(tmp_path: Any, tiny_m
         async with httpx.AsyncClient(base_url=base, timeout=10) as http:
             while (await http.get("/readyz")).status_code != 200:
                 await asyncio.sleep(0.05)
-            async with http.stream("POST", CHAT, json={"messages": HELLO, "stream": True, "max_tokens": 200}) as r:
+            async with http.stream(
+                "POST", CHAT, json={"messages": HELLO, "stream": True, "max_tokens": 200}
+            ) as r:
                 seen = 0
                 async for line in r.aiter_lines():
                     seen += line.startswith("data: ")

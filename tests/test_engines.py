@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from service.chat.engines.base import EngineError, Sampling, VersionKind, VersionSpec
+from service.chat.engines.base import EngineError, Sampling, VersionSpec
 from service.chat.engines.transformers_engine import TransformersEngine
 from service.chat.textstream import IncrementalText, StopMatcher
 from service.chat.tokenizer import ChatTokenizer
+from service.domain import VersionKind
 
 
 def test_stop_matcher_across_deltas() -> None:
@@ -35,7 +36,9 @@ def test_incremental_text_holds_partial_utf8(tiny_model_dir: Path) -> None:
     assert out == "héllo 世界 ok"
 
 
-async def _collect(engine: TransformersEngine, version: str, ids: list[int], s: Sampling) -> tuple[str, int, str | None]:
+async def _collect(
+    engine: TransformersEngine, version: str, ids: list[int], s: Sampling
+) -> tuple[str, int, str | None]:
     text, n, finish = "", 0, None
     async for d in engine.generate(version, ids, s, "r"):
         text += d.text
@@ -62,27 +65,35 @@ async def test_max_tokens_and_seed(engine: TransformersEngine, tiny_model_dir: P
     assert a[1] == 7 and a[2] == "length"
 
 
-async def test_stop_string_ends_reply_before_it(engine: TransformersEngine, tiny_model_dir: Path) -> None:
+async def test_stop_string_ends_reply_before_it(
+    engine: TransformersEngine, tiny_model_dir: Path
+) -> None:
     ids = ChatTokenizer.from_dir(tiny_model_dir).encode_chat([{"role": "user", "content": "hi"}])
     full, _, _ = await _collect(engine, "v0", ids, Sampling(max_tokens=40, seed=9))
     stop = full[len(full) // 2 : len(full) // 2 + 3]
     assert stop.strip(), "reply too short to pick a stop string"
-    cut, _, finish = await _collect(engine, "v0", ids, Sampling(max_tokens=40, seed=9, stop=(stop,)))
+    cut, _, finish = await _collect(
+        engine, "v0", ids, Sampling(max_tokens=40, seed=9, stop=(stop,))
+    )
     assert finish == "stop"
     assert cut == full[: full.index(stop)]
 
 
-async def test_closing_a_stream_early_frees_the_engine(engine: TransformersEngine, tiny_model_dir: Path) -> None:
+async def test_closing_a_stream_early_frees_the_engine(
+    engine: TransformersEngine, tiny_model_dir: Path
+) -> None:
     ids = ChatTokenizer.from_dir(tiny_model_dir).encode_chat([{"role": "user", "content": "hi"}])
     gen = engine.generate("v0", ids, Sampling(max_tokens=500, seed=1), "r")
     async with contextlib.aclosing(gen):
         async for _ in gen:
             break
-    text, n, _ = await _collect(engine, "v0", ids, Sampling(max_tokens=3, seed=1))
+    _text, n, _ = await _collect(engine, "v0", ids, Sampling(max_tokens=3, seed=1))
     assert n == 3
 
 
-async def test_unknown_version_and_reused_name(engine: TransformersEngine, tiny_model_dir: Path) -> None:
+async def test_unknown_version_and_reused_name(
+    engine: TransformersEngine, tiny_model_dir: Path
+) -> None:
     with pytest.raises(EngineError, match="not loaded"):
         await _collect(engine, "v9", [1, 2], Sampling(max_tokens=2))
     with pytest.raises(EngineError, match="never reused"):
@@ -97,7 +108,9 @@ async def test_lora_version_changes_replies_and_leaves_base_alone(
     from transformers import AutoModelForCausalLM
 
     base = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
-    peft = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    peft = get_peft_model(
+        base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    )
     with torch.no_grad():
         for name, p in peft.named_parameters():
             if "lora_" in name:
@@ -117,7 +130,9 @@ async def test_lora_version_changes_replies_and_leaves_base_alone(
     assert engine.loaded_versions() == ["v0"]
 
 
-async def test_corrupt_adapter_is_an_engine_error(engine: TransformersEngine, tmp_path: Path) -> None:
+async def test_corrupt_adapter_is_an_engine_error(
+    engine: TransformersEngine, tmp_path: Path
+) -> None:
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "adapter_config.json").write_text("{not json")

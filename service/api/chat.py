@@ -71,9 +71,7 @@ def _event(payload: dict[str, object] | str) -> str:
     return f"data: {data}\n\n"
 
 
-async def sse_stream(
-    chat: ChatService, p: PreparedChat, include_usage: bool
-) -> AsyncIterator[str]:
+async def sse_stream(chat: ChatService, p: PreparedChat, include_usage: bool) -> AsyncIterator[str]:
     """OpenAI's chunk stream. Errors travel as a `data:` event; `[DONE]` always ends it."""
 
     def chunk(choices: list[ChunkChoice], usage: Usage | None = None) -> str:
@@ -97,7 +95,11 @@ async def sse_stream(
                     yield chunk([ChunkChoice(index=ev.index, delta=DeltaMessage(content=ev.text))])
                 if ev.finish_reason is not None:
                     yield chunk(
-                        [ChunkChoice(index=ev.index, delta=DeltaMessage(), finish_reason=ev.finish_reason)]
+                        [
+                            ChunkChoice(
+                                index=ev.index, delta=DeltaMessage(), finish_reason=ev.finish_reason
+                            )
+                        ]
                     )
             elif include_usage:
                 c = ChatCompletionChunk(

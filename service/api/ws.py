@@ -90,7 +90,9 @@ async def _send_error(ws: WebSocket, e: BaseException) -> None:
 
 
 async def _stream(ws: WebSocket, chat: ChatService, p: PreparedChat) -> None:
-    await ws.send_json({"type": "start", "generation_ids": p.generation_ids, "model": p.public_model})
+    await ws.send_json(
+        {"type": "start", "generation_ids": p.generation_ids, "model": p.public_model}
+    )
     try:
         async for ev in chat.stream(p):
             if isinstance(ev, ChoiceDelta):
@@ -98,7 +100,11 @@ async def _stream(ws: WebSocket, chat: ChatService, p: PreparedChat) -> None:
                     await ws.send_json({"type": "delta", "index": ev.index, "content": ev.text})
             elif isinstance(ev, ChatResult):
                 choices = [
-                    {"index": i, "generation_id": p.generation_ids[i], "finish_reason": c.finish_reason}
+                    {
+                        "index": i,
+                        "generation_id": p.generation_ids[i],
+                        "finish_reason": c.finish_reason,
+                    }
                     for i, c in enumerate(ev.choices)
                 ]
                 usage = usage_of(ev).model_dump()

@@ -47,8 +47,17 @@ READY_TIMEOUT_S = 600.0
 HTTP_TIMEOUT_S = 600.0
 GOAL_THROUGHPUT_RATIO = 0.95
 GOAL_TTFT_DELTA_MS = 10.0
-COLUMNS = ("requests", "tokens", "wall s", "tok/s", "TTFT p50", "TTFT p90", "lat p50", "lat p90",
-           "lat p99")
+COLUMNS = (
+    "requests",
+    "tokens",
+    "wall s",
+    "tok/s",
+    "TTFT p50",
+    "TTFT p90",
+    "lat p50",
+    "lat p90",
+    "lat p99",
+)
 
 
 @dataclass(frozen=True)
@@ -93,9 +102,15 @@ class LoadResult:
 
     def cells(self) -> list[float]:
         return [
-            len(self.samples), self.tokens, self.wall_s, self.throughput,
-            self.ttft(0.5), self.ttft(0.9),
-            self.latency(0.5), self.latency(0.9), self.latency(0.99),
+            len(self.samples),
+            self.tokens,
+            self.wall_s,
+            self.throughput,
+            self.ttft(0.5),
+            self.ttft(0.9),
+            self.latency(0.5),
+            self.latency(0.9),
+            self.latency(0.99),
         ]
 
 
@@ -151,7 +166,7 @@ def _check(settings: Settings, cfg: BenchConfig) -> str | None:
         return f"--max-tokens must be between 1 and the API's cap of {settings.max_new_tokens}"
     model_dir = settings.resolved_model_dir
     if not (model_dir / "config.json").is_file():
-        return f"no model at {model_dir} (no config.json): pass --model or run `loopchat model prepare`"
+        return f"no model at {model_dir}: pass --model or run `loopchat model prepare`"
     return None
 
 
@@ -182,8 +197,11 @@ async def _bench(settings: Settings, cfg: BenchConfig) -> int:
             api_send = _api_sender(client, served_model)
             print(f"api ready: serving {served_model} (engine version {version!r})", flush=True)
             for c in cfg.concurrency:
-                level = Level(c, await _measure("engine", c, engine_send, cfg),
-                              await _measure("http api", c, api_send, cfg))
+                level = Level(
+                    c,
+                    await _measure("engine", c, engine_send, cfg),
+                    await _measure("http api", c, api_send, cfg),
+                )
                 levels.append(level)
                 print("\n".join(_level_report(level, cfg)), flush=True)
     finally:

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 from service.chat.engines.base import Delta, Engine, EngineError, Sampling
@@ -192,7 +192,7 @@ class ChatService:
 
     # -- generation ---------------------------------------------------------------------
 
-    async def stream(self, p: PreparedChat) -> AsyncIterator[ChoiceDelta | ChatResult]:
+    async def stream(self, p: PreparedChat) -> AsyncGenerator[ChoiceDelta | ChatResult, None]:
         """Yield text deltas of every choice as they come, then one ChatResult.
 
         The result is yielded only after the generations are stored, so a caller that
@@ -201,9 +201,7 @@ class ChatService:
         start = time.perf_counter()
         results = [ChoiceResult() for _ in p.samplings]
         queue: asyncio.Queue[tuple[int, Delta | BaseException]] = asyncio.Queue()
-        tasks = [
-            asyncio.create_task(self._pump(i, p, s, queue)) for i, s in enumerate(p.samplings)
-        ]
+        tasks = [asyncio.create_task(self._pump(i, p, s, queue)) for i, s in enumerate(p.samplings)]
         done = 0
         try:
             while done < len(tasks):

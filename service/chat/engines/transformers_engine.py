@@ -19,11 +19,11 @@ from service.chat.engines.base import (
     EngineError,
     EngineInfo,
     Sampling,
-    VersionKind,
     VersionSpec,
 )
 from service.chat.textstream import IncrementalText, StopMatcher
 from service.chat.tokenizer import ChatTokenizer
+from service.domain import VersionKind
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,9 @@ class TransformersEngine:
         return self._ready
 
     def info(self) -> EngineInfo:
-        return EngineInfo("transformers", self._model_dir, self._max_model_len, self.loaded_versions())
+        return EngineInfo(
+            "transformers", self._model_dir, self._max_model_len, self.loaded_versions()
+        )
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -74,7 +76,7 @@ class TransformersEngine:
             model = AutoModelForCausalLM.from_pretrained(str(self._model_dir), dtype=torch.float32)
         except (OSError, ValueError) as e:
             raise EngineError(f"cannot load model from {self._model_dir}: {e}") from e
-        self._base = model.eval()
+        self._base = model.eval()  # type: ignore[no-untyped-call]
         self._tokenizer = ChatTokenizer.from_dir(self._model_dir)
 
     async def shutdown(self) -> None:
@@ -86,7 +88,9 @@ class TransformersEngine:
 
     async def load_version(self, spec: VersionSpec) -> None:
         if spec.name in self._versions:
-            raise EngineError(f"version name {spec.name!r} is already loaded; names are never reused")
+            raise EngineError(
+                f"version name {spec.name!r} is already loaded; names are never reused"
+            )
         await self._run(self._load, spec)
         self._versions[spec.name] = spec
 
@@ -99,7 +103,7 @@ class TransformersEngine:
         try:
             if spec.kind is VersionKind.MERGED:
                 m = AutoModelForCausalLM.from_pretrained(str(spec.path), dtype=torch.float32)
-                self._models[spec.name] = m.eval()
+                self._models[spec.name] = m.eval()  # type: ignore[no-untyped-call]
             else:
                 from peft import PeftModel
 
@@ -110,7 +114,9 @@ class TransformersEngine:
                 else:
                     self._peft.load_adapter(str(spec.path), adapter_name=spec.name)
         except (OSError, ValueError, RuntimeError, KeyError) as e:
-            raise EngineError(f"cannot load {spec.kind} version {spec.name!r} from {spec.path}: {e}") from e
+            raise EngineError(
+                f"cannot load {spec.kind} version {spec.name!r} from {spec.path}: {e}"
+            ) from e
 
     async def unload_version(self, name: str) -> None:
         spec = self._versions.pop(name, None)

@@ -23,9 +23,9 @@ from service.chat.engines.base import (
     EngineError,
     EngineInfo,
     Sampling,
-    VersionKind,
     VersionSpec,
 )
+from service.domain import VersionKind
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,9 @@ class VllmEngine:
 
     async def load_version(self, spec: VersionSpec) -> None:
         if spec.name in self._versions:
-            raise EngineError(f"version name {spec.name!r} is already loaded; names are never reused")
+            raise EngineError(
+                f"version name {spec.name!r} is already loaded; names are never reused"
+            )
         if spec.kind is VersionKind.LORA:
             if not self._opts.enable_lora:
                 raise EngineError("LoRA versions need the vLLM engine started with LoRA enabled")
