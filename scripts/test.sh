@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# Run every test. Fails when pytest fails, when it collects no test (exit 5), or when
-# it skipped tests that CI must run (PostgreSQL, vLLM).
+# Run every check: ruff, mypy (strict on service/), then pytest. Fails when any fails,
+# and when pytest collects no test (its exit code 5).
 set -uo pipefail
 cd "$(dirname "$0")/.."
+echo "[test] ruff"
+.venv/bin/ruff check service trainer tests || exit 1
+echo "[test] mypy"
+.venv/bin/mypy || exit 1
+echo "[test] pytest"
 .venv/bin/python -m pytest "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then

@@ -63,7 +63,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         f"ready when GET /readyz says so)",
         flush=True,
     )
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", ws="websockets")
+    uvicorn.run(
+        app, host=settings.host, port=settings.port, log_level="info", ws="websockets-sansio"
+    )
     return 0
 
 

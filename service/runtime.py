@@ -15,7 +15,7 @@ from enum import StrEnum
 from sqlalchemy import Engine as DbEngine
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.chat.engines.base import Engine
+from service.chat.engines.base import Engine, Sampling
 from service.chat.service import ChatService, Limits
 from service.chat.tokenizer import ChatTokenizer
 from service.db import repository
@@ -98,11 +98,15 @@ class Runtime:
         return Limits(
             max_prompt_tokens=st.max_prompt_tokens,
             max_new_tokens=st.max_new_tokens,
-            default_max_tokens=st.default_max_tokens,
             max_model_len=self.engine.info().max_model_len,
             max_messages=st.max_messages,
             max_n=st.max_n,
             max_stop_sequences=st.max_stop_sequences,
+            defaults=Sampling(
+                temperature=st.default_temperature,
+                top_p=st.default_top_p,
+                max_tokens=st.default_max_tokens,
+            ),
         )
 
     async def stop(self) -> None:

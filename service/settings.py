@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     max_prompt_tokens: int = Field(1536, ge=16)
     max_new_tokens: int = Field(512, ge=1)
     default_max_tokens: int = Field(256, ge=1)
+    # Applied when a request leaves them out (as vLLM applies a model's generation
+    # config). OpenAI's default of 1.0 makes a 135M model ramble.
+    default_temperature: float = Field(0.7, ge=0.0, le=2.0)
+    default_top_p: float = Field(0.95, gt=0.0, le=1.0)
     max_messages: int = Field(64, ge=1)
     max_n: int = Field(4, ge=1)
     max_stop_sequences: int = Field(4, ge=0)

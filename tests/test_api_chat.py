@@ -66,6 +66,16 @@ def test_completion_is_stored_with_its_version(make_client: Any, db_url: str) ->
     eng.dispose()
 
 
+def test_server_sampling_defaults_apply_when_left_out(make_client: Any, db_url: str) -> None:
+    client: TestClient = make_client(db_url, default_temperature=0.3, default_top_p=0.8)
+    assert client.post(CHAT, json={"messages": HELLO, "max_tokens": 2}).status_code == 200
+    body = {"messages": HELLO, "max_tokens": 2, "temperature": 0, "top_p": 1}
+    assert client.post(CHAT, json=body).status_code == 200
+    first, second = rows(db_url)
+    assert (first.sampling["temperature"], first.sampling["top_p"]) == (0.3, 0.8)
+    assert (second.sampling["temperature"], second.sampling["top_p"]) == (0.0, 1.0)
+
+
 def test_same_seed_same_reply(make_client: Any) -> None:
     client: TestClient = make_client()
     req = {"messages": HELLO, "max_tokens": 12, "seed": 42, "temperature": 1.0}

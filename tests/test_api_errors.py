@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -150,48 +152,79 @@ def test_engine_failure_mid_stream_is_an_event_then_done(make_client: Any, tmp_p
     assert_error(r, 500, "engine_error")
 
 
-async def test_client_disconnect_mid_stream_stores_cut_off(
-    tmp_path: Any, tiny_model_dir: Any
-) -> None:
-    """A real server: the client drops the stream; the row says cut_off and the engine is free."""
+@contextlib.asynccontextmanager
+async def live_server(
+    tmp_path: Any, model: Any, engine: FakeEngine
+) -> AsyncIterator[tuple[str, str]]:
+    """A real uvicorn server on a free port around `engine`; yields (base url, db url)."""
     import uvicorn
 
     from service.app import create_app
-    from service.db.models import GenerationStatus
     from service.settings import Settings
 
-    engine = FakeEngine(" ".join(f"w{i}" for i in range(200)), delay=0.02)
     db = f"sqlite:///{tmp_path / 'd.db'}"
-    st = Settings(data_dir=tmp_path, database_url=db, model=tiny_model_dir, max_new_tokens=512)
+    st = Settings(data_dir=tmp_path, database_url=db, model=model, max_new_tokens=512)
     server = uvicorn.Server(
         uvicorn.Config(create_app(st, engine=engine), port=0, log_level="warning")
     )
     task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    base = f"http://127.0.0.1:{port}"
     try:
-        async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+        while not server.started:
+            await asyncio.sleep(0.02)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        base = f"http://127.0.0.1:{port}"
+        async with httpx.AsyncClient(base_url=base) as http:
             while (await http.get("/readyz")).status_code != 200:
                 await asyncio.sleep(0.05)
-            async with http.stream(
-                "POST", CHAT, json={"messages": HELLO, "stream": True, "max_tokens": 200}
-            ) as r:
+        yield base, db
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def _wait_stored(engine: FakeEngine, db: str) -> None:
+    for _ in range(100):
+        if engine.active == 0 and rows(db):
+            return
+        await asyncio.sleep(0.05)
+
+
+async def test_client_disconnect_mid_stream_stores_cut_off(
+    tmp_path: Any, tiny_model_dir: Any
+) -> None:
+    """The client drops an SSE stream: the row says cut_off and the engine slot is free."""
+    from service.db.models import GenerationStatus
+
+    engine = FakeEngine(" ".join(f"w{i}" for i in range(200)), delay=0.02)
+    async with live_server(tmp_path, tiny_model_dir, engine) as (base, db):
+        async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+            body = {"messages": HELLO, "stream": True, "max_tokens": 200}
+            async with http.stream("POST", CHAT, json=body) as r:
                 seen = 0
                 async for line in r.aiter_lines():
                     seen += line.startswith("data: ")
                     if seen >= 5:
                         break
-            for _ in range(100):
-                if engine.active == 0 and rows(db):
-                    break
-                await asyncio.sleep(0.05)
+        await _wait_stored(engine, db)
         [g] = rows(db)
         assert g.status is GenerationStatus.CUT_OFF
         assert 0 < g.completion_tokens < 200
         assert g.text.startswith("w0 w1")
         assert engine.active == 0
-    finally:
-        server.should_exit = True
-        await task
+
+
+async def test_client_disconnect_without_streaming_cancels_the_work(
+    tmp_path: Any, tiny_model_dir: Any
+) -> None:
+    from service.db.models import GenerationStatus
+
+    engine = FakeEngine(" ".join(f"w{i}" for i in range(200)), delay=0.02)
+    async with live_server(tmp_path, tiny_model_dir, engine) as (base, db):
+        async with httpx.AsyncClient(base_url=base, timeout=0.5) as http:
+            with pytest.raises(httpx.ReadTimeout):
+                await http.post(CHAT, json={"messages": HELLO, "max_tokens": 200})
+        await _wait_stored(engine, db)
+        [g] = rows(db)
+        assert g.status is GenerationStatus.CUT_OFF
+        assert 0 < g.completion_tokens < 200
+        assert engine.active == 0

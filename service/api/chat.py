@@ -80,6 +80,22 @@ async def sse_stream(chat: ChatService, p: PreparedChat, include_usage: bool) ->
         )
         return _event(c.model_dump(mode="json", exclude_none=True))
 
+    # Content deltas are most of the stream: render them from a prefix built once, not
+    # through a pydantic model per token (same JSON as `chunk` would give).
+    head = json.dumps(
+        {
+            "id": p.id,
+            "object": "chat.completion.chunk",
+            "created": p.created,
+            "model": p.public_model,
+        },
+        separators=(",", ":"),
+    )[:-1]
+
+    def content(index: int, text: str) -> str:
+        delta = json.dumps({"content": text}, separators=(",", ":"))
+        return f'data: {head},"choices":[{{"index":{index},"delta":{delta}}}]}}\n\n'
+
     try:
         yield chunk(
             [
@@ -92,7 +108,7 @@ async def sse_stream(chat: ChatService, p: PreparedChat, include_usage: bool) ->
         async for ev in chat.stream(p):
             if isinstance(ev, ChoiceDelta):
                 if ev.text:
-                    yield chunk([ChunkChoice(index=ev.index, delta=DeltaMessage(content=ev.text))])
+                    yield content(ev.index, ev.text)
                 if ev.finish_reason is not None:
                     yield chunk(
                         [

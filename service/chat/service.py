@@ -35,11 +35,11 @@ MAX_CHARS_PER_TOKEN = 32
 class Limits:
     max_prompt_tokens: int
     max_new_tokens: int
-    default_max_tokens: int
     max_model_len: int
     max_messages: int
     max_n: int
     max_stop_sequences: int
+    defaults: Sampling = field(default_factory=Sampling)
 
 
 @dataclass
@@ -145,7 +145,7 @@ class ChatService:
             public_model=self._registry.public_name(version),
             messages=messages,
             prompt_ids=prompt_ids,
-            samplings=[req.to_sampling(lim.default_max_tokens, i) for i in range(req.n)],
+            samplings=[req.to_sampling(lim.defaults, i) for i in range(req.n)],
             generation_ids=[new_generation_id() for _ in range(req.n)],
             source=source,
             user_id=user_id,

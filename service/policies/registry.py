@@ -60,9 +60,9 @@ class PolicyRegistry:
     async def load_serving(self) -> LiveVersion:
         """Load the database's serving version into the engine and route to it."""
         row = await asyncio.to_thread(self._read_serving)
-        if row.name not in self._loaded:
+        if row.name not in self._engine.loaded_versions():
             await self._engine.load_version(VersionSpec(row.name, row.kind, Path(row.artifact_uri)))
-            self._loaded[row.name] = row
+        self._loaded[row.name] = row
         self._serving = row
         log.info("serving policy version %s (%s)", row.name, row.kind)
         return row

@@ -46,8 +46,9 @@ UNSUPPORTED = ("tools", "functions", "tool_choice", "function_call", "logit_bias
 class SamplingFields(BaseModel):
     """Sampling parameters shared by chat completions, the websocket and comparisons."""
 
-    temperature: float = Field(1.0, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    # None: the server's defaults (settings), as vLLM applies a model's generation config.
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     stop: str | list[str] | None = None
@@ -69,12 +70,13 @@ class SamplingFields(BaseModel):
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
 
-    def to_sampling(self, default_max_tokens: int, seed_offset: int = 0) -> Sampling:
+    def to_sampling(self, defaults: Sampling, seed_offset: int = 0) -> Sampling:
+        """Sampling for one choice; choice i of n gets seed + i so choices differ."""
         seed = None if self.seed is None else (self.seed + seed_offset) % (2**63)
         return Sampling(
-            temperature=self.temperature,
-            top_p=self.top_p,
-            max_tokens=self.requested_max_tokens() or default_max_tokens,
+            temperature=defaults.temperature if self.temperature is None else self.temperature,
+            top_p=defaults.top_p if self.top_p is None else self.top_p,
+            max_tokens=self.requested_max_tokens() or defaults.max_tokens,
             stop=self.stop_list(),
             seed=seed,
         )
