@@ -16,7 +16,7 @@ import uuid
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
-from service.chat.engines.base import Delta, Engine, EngineError, Sampling
+from service.chat.engines.base import Delta, Engine, Sampling
 from service.chat.tokenizer import ChatTokenizer
 from service.db.models import GenerationStatus
 from service.db.repository import GenerationRecord
@@ -251,9 +251,7 @@ class ChatService:
             async with contextlib.aclosing(gen):  # type: ignore[type-var]
                 async for delta in gen:
                     queue.put_nowait((index, delta))
-        except asyncio.CancelledError:
-            raise
-        except (EngineError, Exception) as e:
+        except Exception as e:  # EngineError or anything the engine raised: report it
             log.exception("generation %s failed", p.generation_ids[index])
             queue.put_nowait((index, e))
 
