@@ -158,8 +158,8 @@ def test_health_ready_and_metrics(make_client: Any) -> None:
     assert ready["status"] == "ready" and ready["serving"] == "loopchat@v0"
     client.post(CHAT, json={"messages": HELLO, "max_tokens": 3})
     text = client.get("/metrics").text
-    assert "loopchat_generations_total{outcome=" in text or "loopchat_generations_total" in text
-    assert 'version="v0"' in text
+    assert 'loopchat_generations_total{outcome="length",source="api",version="v0"} 1.0' in text
+    assert 'loopchat_completion_tokens_total{version="v0"} 3.0' in text
 
 
 @pytest.mark.parametrize("engine_name", ["fake"])
