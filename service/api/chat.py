@@ -118,10 +118,7 @@ async def sse_stream(chat: ChatService, p: PreparedChat, include_usage: bool) ->
                         ]
                     )
             elif include_usage:
-                c = ChatCompletionChunk(
-                    id=p.id, created=p.created, model=p.public_model, choices=[], usage=usage_of(ev)
-                )
-                yield _event(c.model_dump(mode="json"))
+                yield chunk([], usage_of(ev))
     except Exception as e:  # the status line is sent: the error becomes an event
         _, body = from_exception(e)
         yield _event(body)
