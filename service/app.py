@@ -12,12 +12,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.api import chat, health, models, ws
+from service.api import admin, chat, comparisons, feedback, health, models, session, ws
 from service.chat.engines.base import Engine
 from service.chat.engines.factory import build_engine
 from service.db.migrate import upgrade
 from service.db.session import make_engine, make_session_factory
 from service.errors import LoopchatError, error_body, from_exception, status_type
+from service.identity.auth import Authenticator, resolve_secrets
+from service.identity.credentials import CookieSigner
+from service.identity.ratelimit import RateLimiter
 from service.metrics import Metrics
 from service.middleware import BodyLimit, RequestMetrics
 from service.policies.registry import PolicyRegistry
@@ -38,14 +41,25 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         db = make_engine(settings.resolved_database_url)
         await asyncio.to_thread(upgrade, db)
         sessions = make_session_factory(db)
+        read_sessions = make_session_factory(db, read_only=True)
+        secrets = await asyncio.to_thread(resolve_secrets, settings)
         eng = engine if engine is not None else build_engine(settings)
         runtime = Runtime(
             settings=settings,
             db=db,
             sessions=sessions,
+            read_sessions=read_sessions,
             engine=eng,
             registry=PolicyRegistry(eng, sessions, settings.model_alias),
             metrics=metrics,
+            auth=Authenticator(
+                sessions,
+                read_sessions,
+                CookieSigner(secrets.session_secret, settings.session_max_age_days * 86400),
+                secrets.admin_token,
+            ),
+            vote_limiter=RateLimiter(settings.vote_rate_per_minute, settings.vote_burst),
+            pseudonym_secret=secrets.session_secret,
         )
         app.state.runtime = runtime
         runtime.start_in_background()
@@ -55,10 +69,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
             await runtime.stop()
 
     app = FastAPI(title="loopchat", version="0.1.0", lifespan=lifespan)
-    app.include_router(chat.router)
-    app.include_router(models.router)
-    app.include_router(ws.router)
-    app.include_router(health.router)
+    for module in (chat, models, ws, session, feedback, comparisons, admin, health):
+        app.include_router(module.router)
     _install_error_handlers(app)
     app.add_middleware(RequestMetrics, metrics=metrics)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
@@ -93,7 +105,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(LoopchatError)
     async def on_ours(_: Request, exc: LoopchatError) -> JSONResponse:
         status, body = from_exception(exc)
-        return JSONResponse(body, status_code=status)
+        return JSONResponse(body, status_code=status, headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def on_any(_: Request, exc: Exception) -> JSONResponse:

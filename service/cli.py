@@ -5,9 +5,16 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from service.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger("loopchat")
 
@@ -28,10 +35,23 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(getattr(args, "env_file", None), **overrides)
 
 
-def cmd_prepare(args: argparse.Namespace) -> int:
+@contextmanager
+def _database(settings: Settings, read_only: bool = False) -> Iterator[sessionmaker[Session]]:
+    """The migrated database of `settings`, as a session factory, disposed afterwards."""
     from service.db.migrate import upgrade
+    from service.db.session import make_engine, make_session_factory
+
+    db = make_engine(settings.resolved_database_url)
+    try:
+        upgrade(db)
+        yield make_session_factory(db, read_only=read_only)
+    finally:
+        db.dispose()
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
     from service.db.repository import ensure_base_version
-    from service.db.session import make_engine, make_session_factory, session_scope
+    from service.db.session import session_scope
     from service.modelstore import prepare_bundled
 
     settings = _settings(args)
@@ -41,13 +61,67 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     elif not (model_dir / "config.json").is_file():
         log.error("%s is not a Hugging Face model directory (no config.json)", model_dir)
         return 2
-    db = make_engine(settings.resolved_database_url)
-    upgrade(db)
-    with session_scope(make_session_factory(db)) as s:
+    with _database(settings) as sessions, session_scope(sessions) as s:
         v = ensure_base_version(s, model_dir)
         log.info("policy version %s (%s) -> %s", v.name, v.status, v.artifact_uri)
-    db.dispose()
     return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    """API keys: the secret of a new key goes alone to stdout (KEY=$(loopchat keys create))."""
+    from service.db.session import session_scope
+    from service.identity import store
+
+    with _database(_settings(args)) as sessions, session_scope(sessions) as s:
+        if args.keys_cmd == "create":
+            info, secret = store.create_api_key(s, args.name)
+            print(f"created {info.id} ({info.name}); the key is shown once:", file=sys.stderr)
+            print(secret)
+        elif args.keys_cmd == "list":
+            keys = store.list_api_keys(s, include_revoked=args.all)
+            print(f"{'ID':<40} {'PREFIX':<11} {'CREATED':<20} {'STATE':<8} NAME")
+            for k in keys:
+                state = "revoked" if k.revoked_at else "active"
+                created = k.created_at.strftime("%Y-%m-%d %H:%M:%S")
+                print(f"{k.id:<40} {k.prefix:<11} {created:<20} {state:<8} {k.name}")
+        else:
+            revoked = store.revoke_api_key(s, args.key_id)
+            if revoked is None:
+                print(f"no API key with id {args.key_id}", file=sys.stderr)
+                return 1
+            print(f"revoked {revoked.id} ({revoked.name})", file=sys.stderr)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from service.db.session import session_scope
+    from service.feedback.export import ExportFilter, ExportFormat, export_lines
+    from service.identity.auth import resolve_secrets
+
+    settings = _settings(args)
+    flt = ExportFilter(since=args.since, until=args.until, version=args.version)
+    secret = resolve_secrets(settings).session_secret
+    n = 0
+    with ExitStack() as stack:
+        out = sys.stdout
+        if args.output not in (None, "-"):
+            out = stack.enter_context(open(args.output, "w", encoding="utf-8"))
+        sessions = stack.enter_context(_database(settings, read_only=True))
+        s = stack.enter_context(session_scope(sessions))
+        for line in export_lines(s, ExportFormat(args.format), flt, secret, settings.model_alias):
+            out.write(line)
+            n += 1
+    print(f"exported {n} {args.format} rows", file=sys.stderr)
+    return 0
+
+
+def _timestamp(value: str) -> datetime:
+    """ISO-8601 date or time; naive values are UTC."""
+    try:
+        ts = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO-8601 date or time: {value!r}") from None
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -124,6 +198,36 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(
         dest="bench_cmd", required=True
     )
+    keys = sub.add_parser("keys", help="API keys for developers").add_subparsers(
+        dest="keys_cmd", required=True
+    )
+    sp = keys.add_parser("create", help="create a key; prints the secret once")
+    common(sp)
+    sp.add_argument("--name", required=True, help="who or what the key is for")
+    sp.set_defaults(func=cmd_keys)
+    sp = keys.add_parser("list", help="list keys (secrets are never shown again)")
+    common(sp)
+    sp.add_argument("--all", action="store_true", help="include revoked keys")
+    sp.set_defaults(func=cmd_keys)
+    sp = keys.add_parser("revoke", help="revoke a key at once")
+    common(sp)
+    sp.add_argument("key_id")
+    sp.set_defaults(func=cmd_keys)
+
+    sp = sub.add_parser("export", help="feedback as JSONL in the shapes TRL reads")
+    common(sp)
+    sp.add_argument(
+        "--format",
+        choices=["pairs", "unpaired", "raw"],
+        default="pairs",
+        help="pairs: prompt/chosen/rejected; unpaired: prompt/completion/label; raw: every vote",
+    )
+    sp.add_argument("--since", type=_timestamp, help="votes at or after (ISO-8601, UTC if naive)")
+    sp.add_argument("--until", type=_timestamp, help="votes before (ISO-8601, UTC if naive)")
+    sp.add_argument("--version", help="only votes on replies of this policy version (v3)")
+    sp.add_argument("-o", "--output", help="file to write (default stdout)")
+    sp.set_defaults(func=cmd_export)
+
     sp = bench.add_parser("serve", help="engine vs HTTP API under the same concurrent load")
     common(sp)
     sp.add_argument("--concurrency", type=int, nargs="+", default=[16, 64])

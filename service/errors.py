@@ -25,6 +25,10 @@ class LoopchatError(Exception):
         if code is not None:
             self.code = code
 
+    @property
+    def headers(self) -> dict[str, str]:
+        return {}
+
 
 class BadRequest(LoopchatError):
     code = "bad_request"
@@ -37,6 +41,13 @@ class NotFound(LoopchatError):
 
 class ModelNotFound(NotFound):
     code = "model_not_found"
+
+
+class InvalidValue(LoopchatError):
+    """Well-formed JSON whose values this server refuses (same status as schema errors)."""
+
+    status = HTTPStatus.UNPROCESSABLE_ENTITY
+    code = "invalid_value"
 
 
 class PayloadTooLarge(LoopchatError):
@@ -52,6 +63,31 @@ class Unauthorized(LoopchatError):
     status = HTTPStatus.UNAUTHORIZED
     type = "authentication_error"
     code = "invalid_api_key"
+
+
+class Forbidden(LoopchatError):
+    status = HTTPStatus.FORBIDDEN
+    type = "permission_error"
+    code = "forbidden"
+
+
+class Conflict(LoopchatError):
+    status = HTTPStatus.CONFLICT
+    code = "conflict"
+
+
+class RateLimited(LoopchatError):
+    status = HTTPStatus.TOO_MANY_REQUESTS
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after_s: int):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
 
 
 class NotReady(LoopchatError):

@@ -21,6 +21,9 @@ from service.chat.tokenizer import ChatTokenizer
 from service.db import repository
 from service.db.session import session_scope
 from service.errors import NotReady
+from service.feedback.comparisons import ComparisonService
+from service.identity.auth import Authenticator
+from service.identity.ratelimit import RateLimiter
 from service.metrics import Metrics
 from service.policies.registry import PolicyRegistry
 from service.settings import Settings
@@ -35,17 +38,37 @@ class Phase(StrEnum):
     STOPPING = "stopping"
 
 
+class DbGenerationStore:
+    """ChatService's GenerationStore on the database."""
+
+    def __init__(self, sessions: sessionmaker[Session]):
+        self._sessions = sessions
+
+    def begin(self, records: Sequence[repository.GenerationRecord]) -> None:
+        with session_scope(self._sessions) as s:
+            repository.insert_generations(s, records)
+
+    def finish(self, records: Sequence[repository.GenerationRecord]) -> None:
+        with session_scope(self._sessions) as s:
+            repository.finish_generations(s, records)
+
+
 @dataclass
 class Runtime:
     settings: Settings
     db: DbEngine
     sessions: sessionmaker[Session]
+    read_sessions: sessionmaker[Session]  # for queries that write nothing (never block writers)
     engine: Engine
     registry: PolicyRegistry
     metrics: Metrics
+    auth: Authenticator
+    vote_limiter: RateLimiter
+    pseudonym_secret: str
     phase: Phase = Phase.STARTING
     error: str | None = None
     chat: ChatService | None = None
+    comparisons: ComparisonService | None = None
     _startup: asyncio.Task[None] | None = field(default=None, repr=False)
 
     def chat_service(self) -> ChatService:
@@ -54,6 +77,11 @@ class Runtime:
                 raise NotReady("the model failed to load; see the server log")
             raise NotReady("the model is still loading; try again shortly")
         return self.chat
+
+    def comparison_service(self) -> ComparisonService:
+        self.chat_service()
+        assert self.comparisons is not None  # set together with chat
+        return self.comparisons
 
     def start_in_background(self) -> None:
         self._startup = asyncio.get_running_loop().create_task(self._start())
@@ -70,9 +98,16 @@ class Runtime:
             await self.engine.start()
             tokenizer = await asyncio.to_thread(ChatTokenizer.from_dir, model_dir)
             await self.registry.load_serving()
-            self.chat = ChatService(
-                self.engine, tokenizer, self.registry, self._record, self._limits(), self.metrics
+            chat = ChatService(
+                self.engine,
+                tokenizer,
+                self.registry,
+                DbGenerationStore(self.sessions),
+                self._limits(),
+                self.metrics,
             )
+            self.comparisons = ComparisonService(chat, self.registry, self.sessions)
+            self.chat = chat
             self.phase = Phase.READY
             log.info("ready: serving %s", self.registry.public_name(self.registry.serving))
         except Exception as e:
@@ -88,10 +123,6 @@ class Runtime:
             )
         with session_scope(self.sessions) as s:
             repository.ensure_base_version(s, model_dir)
-
-    def _record(self, records: Sequence[repository.GenerationRecord]) -> None:
-        with session_scope(self.sessions) as s:
-            repository.insert_generations(s, records)
 
     def _limits(self) -> Limits:
         st = self.settings

@@ -27,7 +27,9 @@ class Settings(BaseSettings):
     database_url: str = Field("", description="SQLAlchemy URL; default SQLite in data_dir.")
     engine: EngineKind = Field(EngineKind.AUTO, description="auto picks vLLM when importable.")
     model: Path | None = Field(None, description="Model directory; default the bundled one.")
-    admin_token: str = Field("", description="Bearer token for /v1/admin/ (empty: admin off).")
+    admin_token: str = Field(
+        "", description="Bearer token for /v1/admin/; empty: generated into data_dir/admin_token."
+    )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     model_alias: str = Field("loopchat", description="Public model name prefix: loopchat@v3.")
@@ -53,6 +55,19 @@ class Settings(BaseSettings):
     torch_threads: int | None = Field(
         None, ge=1, description="Threads for the transformers engine."
     )
+
+    # Identity and votes.
+    session_secret: str = Field(
+        "", description="Signs session cookies; empty: generated into data_dir/session_secret."
+    )
+    anonymous_sessions: bool = Field(True, description="POST /v1/session may start web sessions.")
+    session_cookie_secure: bool = Field(False, description="Mark the cookie Secure (HTTPS).")
+    session_max_age_days: int = Field(365, ge=1)
+    vote_rate_per_minute: float = Field(
+        120.0, gt=0, description="Votes (ratings and comparison votes) per user per minute."
+    )
+    vote_burst: int = Field(60, ge=1, description="Votes a user may send at once.")
+    max_comment_chars: int = Field(2000, ge=1)
 
     @field_validator("database_url")
     @classmethod

@@ -11,6 +11,9 @@ import pytest
 
 from tests.fakes import build_tiny_model
 
+ADMIN_TOKEN = "test-admin-token"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
 PG_ADMIN_URL = os.environ.get(
     "LOOPCHAT_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
@@ -88,7 +91,11 @@ def wait_ready(client: object, timeout: float = 60.0) -> None:
 
 @pytest.fixture
 def make_client(tmp_path: Path, tiny_model_dir: Path) -> Iterator[object]:
-    """Build a started TestClient for (db_url, engine); closed at teardown."""
+    """Build a started TestClient for (db_url, engine); closed at teardown.
+
+    The client sends the operator token unless `auth=False`: tests about identity make
+    their own credentials.
+    """
     from fastapi.testclient import TestClient
 
     from service.app import create_app
@@ -97,16 +104,23 @@ def make_client(tmp_path: Path, tiny_model_dir: Path) -> Iterator[object]:
     opened: list[TestClient] = []
 
     def make(
-        db_url: str | None = None, engine: object | None = None, **settings: object
+        db_url: str | None = None,
+        engine: object | None = None,
+        auth: bool = True,
+        **settings: object,
     ) -> TestClient:
         st = Settings(
             data_dir=tmp_path / "data",
             database_url=db_url or "",
             model=tiny_model_dir,
             engine="transformers",
+            admin_token=ADMIN_TOKEN,
             **settings,  # type: ignore[arg-type]
         )
-        client = TestClient(create_app(st, engine=engine))  # type: ignore[arg-type]
+        client = TestClient(
+            create_app(st, engine=engine),  # type: ignore[arg-type]
+            headers=ADMIN if auth else None,
+        )
         client.__enter__()
         opened.append(client)
         wait_ready(client)

@@ -175,8 +175,12 @@ def test_not_ready_until_engine_loads(tmp_path: Any, tiny_model_dir: Any, engine
             await asyncio.sleep(1.0)
             await super().start()
 
-    st = Settings(data_dir=tmp_path, model=tiny_model_dir, engine="transformers")
-    with TestClient(create_app(st, engine=SlowStart())) as client:
+    from tests.conftest import ADMIN, ADMIN_TOKEN
+
+    st = Settings(
+        data_dir=tmp_path, model=tiny_model_dir, engine="transformers", admin_token=ADMIN_TOKEN
+    )
+    with TestClient(create_app(st, engine=SlowStart()), headers=ADMIN) as client:
         r = client.get("/readyz")
         assert r.status_code == 503 and r.json()["status"] == "starting"
         r = client.post(CHAT, json={"messages": HELLO})

@@ -11,6 +11,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.conftest import ADMIN, ADMIN_TOKEN
 from tests.fakes import FakeEngine
 from tests.test_api_chat import CHAT, HELLO, rows
 
@@ -163,7 +164,13 @@ async def live_server(
     from service.settings import Settings
 
     db = f"sqlite:///{tmp_path / 'd.db'}"
-    st = Settings(data_dir=tmp_path, database_url=db, model=model, max_new_tokens=512)
+    st = Settings(
+        data_dir=tmp_path,
+        database_url=db,
+        model=model,
+        max_new_tokens=512,
+        admin_token=ADMIN_TOKEN,
+    )
     server = uvicorn.Server(
         uvicorn.Config(create_app(st, engine=engine), port=0, log_level="warning")
     )
@@ -197,7 +204,7 @@ async def test_client_disconnect_mid_stream_stores_cut_off(
 
     engine = FakeEngine(" ".join(f"w{i}" for i in range(200)), delay=0.02)
     async with live_server(tmp_path, tiny_model_dir, engine) as (base, db):
-        async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+        async with httpx.AsyncClient(base_url=base, timeout=10, headers=ADMIN) as http:
             body = {"messages": HELLO, "stream": True, "max_tokens": 200}
             async with http.stream("POST", CHAT, json=body) as r:
                 seen = 0
@@ -220,7 +227,7 @@ async def test_client_disconnect_without_streaming_cancels_the_work(
 
     engine = FakeEngine(" ".join(f"w{i}" for i in range(200)), delay=0.02)
     async with live_server(tmp_path, tiny_model_dir, engine) as (base, db):
-        async with httpx.AsyncClient(base_url=base, timeout=0.5) as http:
+        async with httpx.AsyncClient(base_url=base, timeout=0.5, headers=ADMIN) as http:
             with pytest.raises(httpx.ReadTimeout):
                 await http.post(CHAT, json={"messages": HELLO, "max_tokens": 200})
         await _wait_stored(engine, db)

@@ -35,6 +35,8 @@ class Server:
         self.db = f"sqlite:///{data / 'loopchat.db'}"
         self.log = data / "server.log"
         env = {**os.environ, "LOOPCHAT_DATA_DIR": str(data), "LOOPCHAT_MAX_MODEL_LEN": "1024"}
+        self.env = env
+        self.key = self.cli("keys", "create", "--name", "e2e").stdout.strip()
         cmd = [
             sys.executable,
             "-m",
@@ -54,6 +56,18 @@ class Server:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run `loopchat ARGS` against this server's data directory; must succeed."""
+        r = subprocess.run(
+            [sys.executable, "-m", "service", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert r.returncode == 0, r.stderr[-3000:]
+        return r
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -103,8 +117,10 @@ def tf_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
         srv.stop()
 
 
-def _client(srv: Server) -> object:
-    return openai.OpenAI(base_url=f"{srv.base}/v1", api_key="unused", max_retries=0, timeout=60)
+def _client(srv: Server, key: str | None = None) -> object:
+    return openai.OpenAI(
+        base_url=f"{srv.base}/v1", api_key=key or srv.key, max_retries=0, timeout=60
+    )
 
 
 def test_openai_client_plain_and_streaming(tf_server: Server) -> None:

@@ -26,6 +26,7 @@ TABLES = {
     "policy_versions",
     "training_runs",
     "reward_models",
+    "api_keys",
 }
 
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from service.api.cancellation import cancel_on_disconnect
-from service.api.deps import ChatDep
+from service.api.deps import ChatDep, UserDep
 from service.chat.service import ChatResult, ChatService, ChoiceDelta, PreparedChat
 from service.errors import from_exception
 from service.protocol.chat import (
@@ -36,9 +36,9 @@ def usage_of(result: ChatResult) -> Usage:
 
 @router.post("/v1/chat/completions", response_model=ChatCompletion)
 async def chat_completions(
-    body: ChatCompletionRequest, chat: ChatDep, request: Request
+    body: ChatCompletionRequest, user: UserDep, chat: ChatDep, request: Request
 ) -> JSONResponse | StreamingResponse:
-    prepared = chat.prepare(body, source="api")
+    prepared = chat.prepare(body, source="api", user_id=user.user_id)
     headers = {"X-Policy-Version": prepared.public_model}
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -97,6 +97,7 @@ async def sse_stream(chat: ChatService, p: PreparedChat, include_usage: bool) ->
         return f'data: {head},"choices":[{{"index":{index},"delta":{delta}}}]}}\n\n'
 
     try:
+        await chat.begin(p)  # the ids in the first chunk exist before the client sees them
         yield chunk(
             [
                 ChunkChoice(

@@ -1,13 +1,19 @@
-"""Typed dependencies: the only way routers reach the runtime's objects."""
+"""Typed dependencies: the only way routers reach the runtime's objects and the caller."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import Depends, Request
 from starlette.requests import HTTPConnection
 
 from service.chat.service import ChatService
+from service.errors import RateLimited
+from service.feedback.comparisons import ComparisonService
+from service.identity.auth import SESSION_COOKIE
+from service.identity.ratelimit import retry_after_seconds
+from service.identity.store import Identity
 from service.runtime import Runtime
 
 
@@ -20,5 +26,39 @@ def get_chat(request: Request) -> ChatService:
     return get_runtime(request).chat_service()
 
 
+def get_comparisons(request: Request) -> ComparisonService:
+    return get_runtime(request).comparison_service()
+
+
+async def authenticate(conn: HTTPConnection) -> Identity:
+    """The caller (API key, operator token or session cookie); 401 otherwise."""
+    auth = get_runtime(conn).auth
+    return await asyncio.to_thread(
+        auth.authenticate, conn.headers.get("authorization"), conn.cookies.get(SESSION_COOKIE)
+    )
+
+
+async def current_user(request: Request) -> Identity:
+    return await authenticate(request)
+
+
+async def voter(request: Request, user: Annotated[Identity, Depends(current_user)]) -> Identity:
+    """The caller, if their vote rate allows one more vote; 429 with Retry-After otherwise."""
+    wait = get_runtime(request).vote_limiter.take(user.user_id)
+    if wait > 0:
+        seconds = retry_after_seconds(wait)
+        raise RateLimited(f"too many votes; try again in {seconds} s", retry_after_s=seconds)
+    return user
+
+
+async def operator(request: Request) -> Identity:
+    auth = get_runtime(request).auth
+    return await asyncio.to_thread(auth.require_admin, request.headers.get("authorization"))
+
+
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 ChatDep = Annotated[ChatService, Depends(get_chat)]
+ComparisonsDep = Annotated[ComparisonService, Depends(get_comparisons)]
+UserDep = Annotated[Identity, Depends(current_user)]
+VoterDep = Annotated[Identity, Depends(voter)]
+OperatorDep = Annotated[Identity, Depends(operator)]

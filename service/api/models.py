@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from service.api.deps import RuntimeDep
+from service.api.deps import RuntimeDep, UserDep
 from service.protocol.chat import ModelCard, ModelList
 
 router = APIRouter(tags=["models"])
 
 
 @router.get("/v1/models", response_model=ModelList)
-async def list_models(runtime: RuntimeDep) -> ModelList:
+async def list_models(_: UserDep, runtime: RuntimeDep) -> ModelList:
     reg = runtime.registry
     cards = []
     if runtime.chat is not None:

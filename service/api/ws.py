@@ -1,16 +1,25 @@
-"""WS /v1/ws/chat: stream replies token by token over a websocket.
+"""WS /v1/ws/chat: replies token by token; two side by side for a comparison.
+
+The connection is authenticated once, at connect, like the HTTP API (session cookie,
+or `Authorization: Bearer` from clients that can set headers).
 
 Client frames (JSON):
   {"type": "chat", "messages": [...], "model"?, "temperature"?, ..., "n"?}
-  {"type": "stop"}                       stop the reply being streamed
+  {"type": "compare", "messages": [...], "temperature"?, ...}   two replies, A and B
+  {"type": "vote", "comparison_id": "cmp-...", "choice": "a"|"b"|"tie"|"both_bad", "reason"?}
+      accepted at any time, also while the two replies are still streaming
+  {"type": "stop"}                       stop the reply (or both) being streamed
 Server frames:
   {"type": "start", "generation_ids": [...], "model": "loopchat@v0"}
-  {"type": "delta", "index": 0, "content": "..."}
-  {"type": "done", "choices": [{"index", "generation_id", "finish_reason"}], "usage": {...}}
-  {"type": "stopped", "generation_ids": [...]}  the reply was stopped and stored as cut off
+  {"type": "comparison", "id": "cmp-...", "a": {"generation_id"}, "b": {"generation_id"}}
+  {"type": "delta", "index": 0, "content": "...", "side"?: "a"|"b"}
+  {"type": "done", "choices": [{"index", "generation_id", "finish_reason"}], "usage": {...},
+   "side"?: "a"|"b"}                     a comparison sends one per side
+  {"type": "voted", "comparison": {...}} the stored vote, with both versions revealed
+  {"type": "stopped", "generation_ids": [...]}  stopped and stored as cut off
   {"type": "error", "error": {"message", "type", "code", "param"}}
-One connection carries many requests, one at a time. Bad frames get an error frame and
-the connection stays open.
+One connection carries many requests, one stream at a time. Bad frames get an error
+frame and the connection stays open.
 """
 
 from __future__ import annotations
@@ -18,51 +27,93 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from service.api.chat import usage_of
-from service.api.deps import get_runtime
+from service.api.comparisons import view_out
+from service.api.deps import authenticate, get_runtime
 from service.chat.service import ChatResult, ChatService, ChoiceDelta, PreparedChat
-from service.errors import BadRequest, LoopchatError, from_exception
+from service.db.session import session_scope
+from service.errors import BadRequest, LoopchatError, RateLimited, from_exception
+from service.feedback import comparisons
+from service.feedback.comparisons import ComparisonPlan, ComparisonService
+from service.identity.ratelimit import retry_after_seconds
+from service.identity.store import Identity
 from service.protocol.chat import ChatCompletionRequest
+from service.protocol.feedback import ComparisonRequest, VoteRequest
+from service.runtime import Runtime
 from service.validation import describe_validation_error
 
 router = APIRouter(tags=["chat"])
 
 MAX_FRAME_BYTES = 1_000_000
+FRAME_TYPES = ("chat", "compare", "vote", "stop")
+POLICY_VIOLATION = 1008
+
+
+class VoteFrame(VoteRequest):
+    comparison_id: str
+
+
+class Sender:
+    """Serializes sends: the stream task and vote replies share one socket."""
+
+    def __init__(self, ws: WebSocket):
+        self._ws = ws
+        self._lock = asyncio.Lock()
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        async with self._lock:
+            await self._ws.send_json(frame)
+
+    async def error(self, e: BaseException) -> None:
+        _, body = from_exception(e)
+        await self.send({"type": "error", **body})
 
 
 @router.websocket("/v1/ws/chat")
 async def ws_chat(ws: WebSocket) -> None:
     await ws.accept()
+    out = Sender(ws)
     runtime = get_runtime(ws)
+    try:
+        user = await authenticate(ws)
+    except LoopchatError as e:
+        await out.error(e)
+        await ws.close(code=POLICY_VIOLATION, reason="not authenticated")
+        return
     current: asyncio.Task[None] | None = None
     try:
         while True:
             raw = await ws.receive_text()
             try:
                 frame = _parse(raw)
-                if frame.get("type") == "stop":
+                kind = frame.pop("type")
+                if kind == "stop":
                     if current is not None:
                         current.cancel()
                     continue
+                if kind == "vote":
+                    await _vote(out, runtime, user, _model(VoteFrame, frame))
+                    continue
                 if current is not None and not current.done():
                     raise BadRequest("a reply is still streaming; send a stop frame first")
-                chat = runtime.chat_service()
-                req = ChatCompletionRequest.model_validate(
-                    {k: v for k, v in frame.items() if k != "type"}
-                )
-                prepared = chat.prepare(req, source="ws")
-            except LoopchatError as e:
-                await _send_error(ws, e)
-                continue
-            except ValidationError as e:
-                await _send_error(ws, BadRequest(describe_validation_error(e)))
-                continue
-            current = asyncio.create_task(_stream(ws, chat, prepared))
+                if kind == "chat":
+                    chat = runtime.chat_service()
+                    req = _model(ChatCompletionRequest, frame)
+                    prepared = chat.prepare(req, source="ws", user_id=user.user_id)
+                    current = asyncio.create_task(_stream(out, chat, prepared))
+                else:
+                    service = runtime.comparison_service()
+                    plan = await service.start(
+                        _model(ComparisonRequest, frame), user.user_id, source="comparison"
+                    )
+                    current = asyncio.create_task(_compare(out, service, plan))
+            except Exception as e:  # LoopchatErrors say what was wrong; others stay generic
+                await out.error(e)
     except WebSocketDisconnect:
         pass
     finally:
@@ -79,42 +130,96 @@ def _parse(raw: str) -> dict[str, Any]:
         frame = json.loads(raw)
     except json.JSONDecodeError as e:
         raise BadRequest(f"frame is not valid JSON: {e.msg}") from e
-    if not isinstance(frame, dict) or frame.get("type") not in ("chat", "stop"):
-        raise BadRequest("frame must be a JSON object with type 'chat' or 'stop'")
+    if not isinstance(frame, dict) or frame.get("type") not in FRAME_TYPES:
+        raise BadRequest(f"frame must be a JSON object with type one of {', '.join(FRAME_TYPES)}")
     return frame
 
 
-async def _send_error(ws: WebSocket, e: BaseException) -> None:
-    _, body = from_exception(e)
-    await ws.send_json({"type": "error", **body})
+M = TypeVar("M", bound=BaseModel)
 
 
-async def _stream(ws: WebSocket, chat: ChatService, p: PreparedChat) -> None:
-    await ws.send_json(
-        {"type": "start", "generation_ids": p.generation_ids, "model": p.public_model}
-    )
+def _model(cls: type[M], frame: dict[str, Any]) -> M:
     try:
+        return cls.model_validate(frame)
+    except ValidationError as e:
+        raise BadRequest(describe_validation_error(e)) from e
+
+
+async def _vote(out: Sender, runtime: Runtime, user: Identity, frame: VoteFrame) -> None:
+    wait = runtime.vote_limiter.take(user.user_id)
+    if wait > 0:
+        seconds = retry_after_seconds(wait)
+        raise RateLimited(f"too many votes; try again in {seconds} s", retry_after_s=seconds)
+
+    def store() -> dict[str, Any]:
+        with session_scope(runtime.sessions) as s:
+            view = comparisons.vote(
+                s,
+                user.user_id,
+                frame.comparison_id,
+                frame.choice,
+                frame.reason,
+                runtime.registry.alias,
+            )
+        return view_out(view).model_dump(mode="json")
+
+    await out.send({"type": "voted", "comparison": await asyncio.to_thread(store)})
+
+
+def _done(p: PreparedChat, result: ChatResult) -> dict[str, Any]:
+    choices = [
+        {"index": i, "generation_id": p.generation_ids[i], "finish_reason": c.finish_reason}
+        for i, c in enumerate(result.choices)
+    ]
+    return {"type": "done", "choices": choices, "usage": usage_of(result).model_dump()}
+
+
+async def _stream(out: Sender, chat: ChatService, p: PreparedChat) -> None:
+    try:
+        await chat.begin(p)
+        await out.send(
+            {"type": "start", "generation_ids": p.generation_ids, "model": p.public_model}
+        )
         async for ev in chat.stream(p):
             if isinstance(ev, ChoiceDelta):
                 if ev.text:
-                    await ws.send_json({"type": "delta", "index": ev.index, "content": ev.text})
-            elif isinstance(ev, ChatResult):
-                choices = [
-                    {
-                        "index": i,
-                        "generation_id": p.generation_ids[i],
-                        "finish_reason": c.finish_reason,
-                    }
-                    for i, c in enumerate(ev.choices)
-                ]
-                usage = usage_of(ev).model_dump()
-                await ws.send_json({"type": "done", "choices": choices, "usage": usage})
+                    await out.send({"type": "delta", "index": ev.index, "content": ev.text})
+            else:
+                await out.send(_done(p, ev))
     except asyncio.CancelledError:
         with contextlib.suppress(Exception):
-            await ws.send_json({"type": "stopped", "generation_ids": p.generation_ids})
+            await out.send({"type": "stopped", "generation_ids": p.generation_ids})
         raise
     except WebSocketDisconnect:
         return
     except Exception as e:
         with contextlib.suppress(Exception):
-            await _send_error(ws, e)
+            await out.error(e)
+
+
+async def _compare(out: Sender, service: ComparisonService, plan: ComparisonPlan) -> None:
+    ids = [plan.a.id, plan.b.id]
+    try:
+        await out.send(
+            {
+                "type": "comparison",
+                "id": plan.id,
+                "a": {"generation_id": plan.a.id},
+                "b": {"generation_id": plan.b.id},
+            }
+        )
+        async for side, ev in service.stream(plan):
+            if isinstance(ev, ChoiceDelta):
+                if ev.text:
+                    await out.send({"type": "delta", "side": side, "index": 0, "content": ev.text})
+            else:
+                await out.send({**_done(plan.side(side), ev), "side": side})
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await out.send({"type": "stopped", "generation_ids": ids})
+        raise
+    except WebSocketDisconnect:
+        return
+    except Exception as e:
+        with contextlib.suppress(Exception):
+            await out.error(e)

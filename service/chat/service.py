@@ -2,8 +2,11 @@
 
 No FastAPI here. Routers call `prepare` (which raises `LoopchatError`s for bad input,
 before anything reaches the engine) and then `stream` or `complete`. Every choice is
-stored as one generation row whose id the caller gets back; a stream the caller drops
-is stored as `cut_off` with the text produced so far.
+one generation row whose id the caller gets back. The row is written (status
+`streaming`) before the id is first sent, so any id a client has seen exists and can be
+voted on, even mid-stream; it is finished with the text, token counts and status when
+the reply ends. A stream the caller drops is finished as `cut_off` with the text
+produced so far.
 """
 
 from __future__ import annotations
@@ -13,8 +16,9 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Protocol
 
 from service.chat.engines.base import Delta, Engine, Sampling
 from service.chat.tokenizer import ChatTokenizer
@@ -55,6 +59,7 @@ class PreparedChat:
     user_id: str | None = None
     conversation_id: str | None = None
     created: int = field(default_factory=lambda: int(time.time()))
+    begun: bool = False  # its generation rows are stored (status streaming)
 
     @property
     def id(self) -> str:
@@ -91,7 +96,12 @@ class ChatResult:
         return sum(c.tokens for c in self.choices)
 
 
-Recorder = Callable[[Sequence[GenerationRecord]], None]
+class GenerationStore(Protocol):
+    """Where generation rows go (the runtime writes them to the database)."""
+
+    def begin(self, records: Sequence[GenerationRecord]) -> None: ...
+
+    def finish(self, records: Sequence[GenerationRecord]) -> None: ...
 
 
 def new_generation_id() -> str:
@@ -104,14 +114,14 @@ class ChatService:
         engine: Engine,
         tokenizer: ChatTokenizer,
         registry: PolicyRegistry,
-        record: Recorder,
+        store: GenerationStore,
         limits: Limits,
         metrics: Metrics,
     ):
         self._engine = engine
         self._tok = tokenizer
         self._registry = registry
-        self._record = record
+        self._store = store
         self._limits = limits
         self._metrics = metrics
         self._background: set[asyncio.Task[None]] = set()
@@ -125,8 +135,10 @@ class ChatService:
         source: str = "api",
         user_id: str | None = None,
         conversation_id: str | None = None,
+        version: LiveVersion | None = None,
     ) -> PreparedChat:
-        version = self._registry.resolve(req.model)
+        """Check `req` and plan it; `version` overrides the one `req.model` names."""
+        version = version or self._registry.resolve(req.model)
         if not self._engine.ready:
             raise NotReady("the model is still loading; try again shortly")
         lim = self._limits
@@ -153,6 +165,32 @@ class ChatService:
         )
         self._check_context(prepared)
         return prepared
+
+    def variant(self, p: PreparedChat, version: LiveVersion, seed_offset: int) -> PreparedChat:
+        """The same prompt for another version or seed (the other side of a comparison)."""
+        samplings = [
+            replace(s, seed=None if s.seed is None else (s.seed + seed_offset) % (2**63))
+            for s in p.samplings
+        ]
+        return replace(
+            p,
+            request_id=f"req-{uuid.uuid4().hex}",
+            version=version,
+            public_model=self._registry.public_name(version),
+            samplings=samplings,
+            generation_ids=[new_generation_id() for _ in samplings],
+            begun=False,
+        )
+
+    def pending_records(self, p: PreparedChat) -> list[GenerationRecord]:
+        """The rows `begin` writes; callers that store more in one transaction use these."""
+        return self._records(p, [ChoiceResult() for _ in p.samplings], time.perf_counter())
+
+    async def begin(self, p: PreparedChat) -> None:
+        """Store the generation rows as `streaming` (before their ids reach the client)."""
+        if not p.begun:
+            await asyncio.to_thread(self._store.begin, self.pending_records(p))
+            p.begun = True
 
     def check_max_tokens(self, req: SamplingFields) -> None:
         asked = req.requested_max_tokens()
@@ -195,9 +233,10 @@ class ChatService:
     async def stream(self, p: PreparedChat) -> AsyncGenerator[ChoiceDelta | ChatResult, None]:
         """Yield text deltas of every choice as they come, then one ChatResult.
 
-        The result is yielded only after the generations are stored, so a caller that
-        sees the end of the stream can vote on the reply at once.
+        The result is yielded only after the generations are finished in storage, so a
+        caller that sees the end of the stream reads the final text back.
         """
+        await self.begin(p)
         start = time.perf_counter()
         results = [ChoiceResult() for _ in p.samplings]
         queue: asyncio.Queue[tuple[int, Delta | BaseException]] = asyncio.Queue()
@@ -226,7 +265,7 @@ class ChatService:
             failed = isinstance(e, EngineFailure)
             self._record_later(p, results, start, failed)
             raise
-        await asyncio.to_thread(self._record, self._records(p, results, start))
+        await asyncio.to_thread(self._store.finish, self._records(p, results, start))
         self._metrics.observe_chat(p.version.name, p.source, results)
         yield ChatResult(p, results)
 
@@ -256,10 +295,13 @@ class ChatService:
             queue.put_nowait((index, e))
 
     def _records(
-        self, p: PreparedChat, results: list[ChoiceResult], start: float, failed: bool = False
+        self,
+        p: PreparedChat,
+        results: list[ChoiceResult],
+        start: float,
+        unfinished: GenerationStatus = GenerationStatus.STREAMING,
     ) -> list[GenerationRecord]:
         elapsed = (time.perf_counter() - start) * 1000
-        unfinished = GenerationStatus.ERROR if failed else GenerationStatus.CUT_OFF
         out = []
         for i, r in enumerate(results):
             finished = r.finish_reason is not None
@@ -288,13 +330,14 @@ class ChatService:
     def _record_later(
         self, p: PreparedChat, results: list[ChoiceResult], start: float, failed: bool
     ) -> None:
-        """Store a cut-off request from a background task (the caller's task is cancelled)."""
-        records = self._records(p, results, start, failed)
+        """Finish a cut-off request from a background task (the caller's task is cancelled)."""
+        unfinished = GenerationStatus.ERROR if failed else GenerationStatus.CUT_OFF
+        records = self._records(p, results, start, unfinished)
         self._metrics.observe_cutoff(p.version.name, p.source)
 
         async def write() -> None:
             try:
-                await asyncio.to_thread(self._record, records)
+                await asyncio.to_thread(self._store.finish, records)
             except Exception:
                 log.exception("could not store cut-off generations of %s", p.request_id)
 

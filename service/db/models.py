@@ -59,6 +59,7 @@ class UserKind(StrEnum):
 
 
 class GenerationStatus(StrEnum):
+    STREAMING = "streaming"  # stored when its id is first sent to the client; not final yet
     COMPLETED = "completed"  # finished by the model (stop token, stop string or length)
     CUT_OFF = "cut_off"  # the client went away mid-stream; text is what was produced
     ERROR = "error"
@@ -85,6 +86,19 @@ class User(Base):
     kind: Mapped[UserKind] = mapped_column(_enum(UserKind))
     name: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ApiKey(Base):
+    """A developer's key. Only a SHA-256 of the secret is stored; the prefix identifies it."""
+
+    __tablename__ = "api_keys"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=lambda: new_id("key"))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Conversation(Base):
@@ -155,11 +169,14 @@ class Rating(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     generation_id: Mapped[str] = mapped_column(ForeignKey("generations.id"), index=True)
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
-    value: Mapped[int] = mapped_column(Integer)  # +1 / -1; 0 marks a withdrawal
+    value: Mapped[int] = mapped_column(Integer)  # +1 / -1
     reason: Mapped[str | None] = mapped_column(String(64))
     comment: Mapped[str | None] = mapped_column(Text)
+    # False once changed or withdrawn; superseded_at says when. History is never deleted.
     live: Mapped[bool] = mapped_column(Boolean, default=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, index=True
+    )
     superseded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
@@ -185,7 +202,7 @@ class Comparison(Base):
     choice: Mapped[ComparisonChoice | None] = mapped_column(_enum(ComparisonChoice))
     reason: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    voted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    voted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
 
 
 class RewardModel(Base):

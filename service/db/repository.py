@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from service.db.models import Generation, GenerationStatus, PolicyVersion
@@ -40,6 +40,17 @@ class GenerationRecord:
 
 def insert_generations(session: Session, records: Sequence[GenerationRecord]) -> None:
     session.add_all(Generation(**r.__dict__) for r in records)
+    session.flush()
+
+
+FINAL_FIELDS = ("text", "status", "finish_reason", "completion_tokens", "latency_ms", "ttft_ms")
+
+
+def finish_generations(session: Session, records: Sequence[GenerationRecord]) -> None:
+    """Write the outcome of generations stored earlier by `insert_generations`."""
+    rows = [{"id": r.id, **{f: getattr(r, f) for f in FINAL_FIELDS}} for r in records]
+    if rows:
+        session.execute(update(Generation), rows)
 
 
 def serving_version(session: Session) -> PolicyVersion | None:

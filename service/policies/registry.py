@@ -76,6 +76,14 @@ class PolicyRegistry:
                 )
             return LiveVersion(v.id, v.name, v.kind, v.status, v.artifact_uri, v.created_at)
 
+    def comparison_pair(self) -> tuple[LiveVersion, LiveVersion]:
+        """The two versions an A-vs-B comparison pits against each other.
+
+        Today both sides are the serving version (two samples); the hot-swap issue makes
+        one side the canary.
+        """
+        return self.serving, self.serving
+
     def resolve(self, model: str) -> LiveVersion:
         """`loopchat` (or empty) means the serving version; `loopchat@v3` or `v3` pins one."""
         name = model.strip()

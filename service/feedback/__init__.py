@@ -1,0 +1,1 @@
+"""Votes: thumbs on replies, A-vs-B comparisons, their export and statistics."""

@@ -1,0 +1,220 @@
+"""Feedback statistics for the admin view: votes per day, per-version rates, reasons.
+
+The window is `days` whole UTC days ending with today: [00:00 UTC `days`-1 days ago, now).
+What each number counts:
+
+- `votes_per_day`: vote events by UTC day, every day of the window (zeros included).
+  `ratings` counts every rating row created that day, including ones later changed or
+  withdrawn (each was a vote when cast; a withdrawal adds no row and is not counted).
+  `comparisons` counts comparisons voted that day.
+- `versions`: thumbs from live ratings created in the window; comparisons voted in the
+  window. Wins, losses, ties and both_bad count only comparisons of two different
+  versions; a comparison of a version against itself counts in `self_comparisons`.
+- `reasons`: reason tags of live ratings and voted comparisons in the window.
+- `totals`: all time, not the window (window sums are in `votes_per_day`).
+
+Counting is done with SQL GROUP BY on SQLite and PostgreSQL alike.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any, Literal
+
+from sqlalchemy import ColumnElement, Date, case, cast, func, literal_column, select
+from sqlalchemy.orm import Session, aliased
+
+from service.db.models import Comparison, ComparisonChoice, Generation, PolicyVersion, Rating
+from service.feedback.export import as_utc
+from service.protocol.admin import DayVotes, ReasonCount, StatsOut, StatsTotals, VersionStats
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (z=1.96: 95%)."""
+    if n <= 0:
+        raise ValueError("n must be positive")
+    if not 0 <= successes <= n:
+        raise ValueError("successes must be between 0 and n")
+    p = successes / n
+    z2 = z * z
+    denom = 1 + z2 / n
+    center = (p + z2 / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
+    return max(0.0, center - half), min(1.0, center + half)
+
+
+def utc_day(column: Any, dialect: str) -> Any:
+    """A SQL expression for the UTC calendar day of a timestamp column."""
+    if dialect == "postgresql":
+        # A literal, not a parameter: GROUP BY must repeat the select expression exactly.
+        return cast(func.timezone(literal_column("'UTC'"), column), Date)
+    if dialect == "sqlite":
+        return func.date(column)  # stored as the UTC wall clock, "YYYY-MM-DD HH:MM:SS..."
+    return cast(column, Date)
+
+
+def _as_date(value: date | str) -> date:
+    if isinstance(value, datetime):
+        return value.date()
+    return value if isinstance(value, date) else date.fromisoformat(value)
+
+
+def _ratio(num: int, den: int) -> float | None:
+    return num / den if den else None
+
+
+def feedback_stats(
+    session: Session, days: int, alias: str, now: datetime | None = None
+) -> StatsOut:
+    """Statistics over the last `days` UTC days; see the module docstring for the counting."""
+    if days < 1:
+        raise ValueError("days must be at least 1")
+    until = as_utc(now) if now is not None else datetime.now(UTC)
+    since = datetime.combine(until.date() - timedelta(days=days - 1), time(), UTC)
+    w = _Window(since, until)
+    return StatsOut(
+        window_days=days,
+        since=since,
+        until=until,
+        votes_per_day=_votes_per_day(session, w, days),
+        versions=_versions(session, w, alias),
+        reasons=_reasons(session, w),
+        totals=_totals(session),
+    )
+
+
+@dataclass(frozen=True)
+class _Window:
+    since: datetime
+    until: datetime
+
+    def rated(self) -> tuple[ColumnElement[bool], ...]:
+        return (Rating.created_at >= self.since, Rating.created_at < self.until)
+
+    def voted(self) -> tuple[ColumnElement[bool], ...]:
+        return (
+            Comparison.choice.is_not(None),
+            Comparison.voted_at >= self.since,
+            Comparison.voted_at < self.until,
+        )
+
+
+def _thumbs() -> tuple[ColumnElement[Any], ColumnElement[Any]]:
+    up = func.sum(case((Rating.value > 0, 1), else_=0))
+    down = func.sum(case((Rating.value < 0, 1), else_=0))
+    return up, down
+
+
+def _votes_per_day(session: Session, w: _Window, days: int) -> list[DayVotes]:
+    dialect = session.get_bind().dialect.name
+    first = w.since.date()
+    counts = {first + timedelta(days=i): [0, 0, 0, 0] for i in range(days)}
+    rday = utc_day(Rating.created_at, dialect)
+    up, down = _thumbs()
+    stmt = select(rday, func.count(), up, down).where(*w.rated()).group_by(rday)
+    for day, n, n_up, n_down in session.execute(stmt):
+        counts[_as_date(day)][:3] = [int(n), int(n_up), int(n_down)]
+    cday = utc_day(Comparison.voted_at, dialect)
+    for day, n in session.execute(select(cday, func.count()).where(*w.voted()).group_by(cday)):
+        counts[_as_date(day)][3] = int(n)
+    return [
+        DayVotes(day=d, ratings=r, thumbs_up=u, thumbs_down=dn, comparisons=c)
+        for d, (r, u, dn, c) in sorted(counts.items())
+    ]
+
+
+def _versions(session: Session, w: _Window, alias: str) -> list[VersionStats]:
+    up, down = _thumbs()
+    thumbs: dict[int, tuple[int, int]] = {}
+    for vid, n_up, n_down in session.execute(
+        select(Generation.policy_version_id, up, down)
+        .join(Generation, Generation.id == Rating.generation_id)
+        .where(Rating.live.is_(True), *w.rated())
+        .group_by(Generation.policy_version_id)
+    ):
+        thumbs[vid] = (int(n_up), int(n_down))
+
+    ga, gb = aliased(Generation), aliased(Generation)
+    outcome: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for va, vb, choice, n in session.execute(
+        select(ga.policy_version_id, gb.policy_version_id, Comparison.choice, func.count())
+        .join(ga, ga.id == Comparison.generation_a_id)
+        .join(gb, gb.id == Comparison.generation_b_id)
+        .where(*w.voted())
+        .group_by(ga.policy_version_id, gb.policy_version_id, Comparison.choice)
+    ):
+        if va == vb:
+            outcome[va]["comparisons"] += n
+            outcome[va]["self_comparisons"] += n
+            continue
+        for mine, side in ((va, ComparisonChoice.A), (vb, ComparisonChoice.B)):
+            outcome[mine]["comparisons"] += n
+            if choice in (ComparisonChoice.A, ComparisonChoice.B):
+                outcome[mine]["wins" if choice == side else "losses"] += n
+            else:
+                outcome[mine]["ties" if choice == ComparisonChoice.TIE else "both_bad"] += n
+
+    ids = sorted(set(thumbs) | set(outcome))
+    names: dict[int, str] = {
+        vid: name
+        for vid, name in session.execute(
+            select(PolicyVersion.id, PolicyVersion.name).where(PolicyVersion.id.in_(ids))
+        )
+    }
+    versions = []
+    for vid in ids:
+        n_up, n_down = thumbs.get(vid, (0, 0))
+        o = outcome.get(vid, {})
+        low, high = wilson_interval(n_up, n_up + n_down) if n_up + n_down else (None, None)
+        wins, losses = o.get("wins", 0), o.get("losses", 0)
+        versions.append(
+            VersionStats(
+                version=f"{alias}@{names[vid]}",
+                thumbs_up=n_up,
+                thumbs_down=n_down,
+                up_rate=_ratio(n_up, n_up + n_down),
+                up_rate_low=low,
+                up_rate_high=high,
+                comparisons=o.get("comparisons", 0),
+                wins=wins,
+                losses=losses,
+                ties=o.get("ties", 0),
+                both_bad=o.get("both_bad", 0),
+                win_rate=_ratio(wins, wins + losses),
+                self_comparisons=o.get("self_comparisons", 0),
+            )
+        )
+    return versions
+
+
+def _reasons(session: Session, w: _Window) -> list[ReasonCount]:
+    reasons: list[ReasonCount] = []
+    for value, reason, n in session.execute(
+        select(Rating.value, Rating.reason, func.count())
+        .where(Rating.live.is_(True), Rating.reason.is_not(None), *w.rated())
+        .group_by(Rating.value, Rating.reason)
+    ):
+        kind: Literal["up", "down"] = "up" if value > 0 else "down"
+        reasons.append(ReasonCount(kind=kind, reason=str(reason), count=n))
+    for reason, n in session.execute(
+        select(Comparison.reason, func.count())
+        .where(Comparison.reason.is_not(None), *w.voted())
+        .group_by(Comparison.reason)
+    ):
+        reasons.append(ReasonCount(kind="comparison", reason=str(reason), count=n))
+    reasons.sort(key=lambda r: (-r.count, r.kind, r.reason))
+    return reasons
+
+
+def _totals(session: Session) -> StatsTotals:
+    def count(table: Any, *where: ColumnElement[bool]) -> int:
+        return session.scalar(select(func.count()).select_from(table).where(*where)) or 0
+
+    return StatsTotals(
+        ratings=count(Rating, Rating.live.is_(True)),
+        comparisons_voted=count(Comparison, Comparison.choice.is_not(None)),
+        comparisons_open=count(Comparison, Comparison.choice.is_(None)),
+    )

@@ -1,0 +1,142 @@
+"""Authenticator: turns request credentials into an Identity, or refuses with 401.
+
+Order: `Authorization: Bearer` (the operator token or an API key) wins over the session
+cookie. A bearer token that is present but unknown or revoked is refused even if a
+cookie is also sent, so a developer never silently acts as someone else.
+"""
+
+from __future__ import annotations
+
+import hmac
+import threading
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.db.models import UserKind
+from service.db.session import session_scope
+from service.errors import Forbidden, Unauthorized
+from service.identity import store
+from service.identity.credentials import CookieSigner, load_or_create_secret
+from service.identity.store import Identity
+from service.settings import Settings
+
+SESSION_COOKIE = "loopchat_session"
+KNOWN_USERS_CACHE = 100_000  # cookie user ids remembered as existing, to skip a query
+
+NO_CREDENTIALS = (
+    "no credentials: send 'Authorization: Bearer <key>' (create a key with "
+    "`loopchat keys create`) or start a web session with POST /v1/session"
+)
+
+
+class Authenticator:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        read_sessions: sessionmaker[Session],
+        signer: CookieSigner,
+        admin_token: str,
+    ):
+        self._sessions = sessions
+        self._read = read_sessions
+        self.signer = signer
+        self._admin_token = admin_token
+        self._known_users: set[str] = set()  # cookie users seen in the database
+        self._operator: Identity | None = None
+        self._lock = threading.Lock()
+
+    def is_admin_token(self, token: str) -> bool:
+        return bool(self._admin_token) and hmac.compare_digest(
+            token.encode(), self._admin_token.encode()
+        )
+
+    def authenticate(self, authorization: str | None, cookie: str | None) -> Identity:
+        """The caller's identity; raises Unauthorized. Blocking (database): call in a thread."""
+        if authorization is not None:
+            return self._bearer(authorization)
+        if cookie:
+            user_id = self.signer.verify(cookie)
+            if user_id is not None and self._user_exists(user_id):
+                return Identity(user_id, UserKind.ANONYMOUS)
+            raise Unauthorized(
+                "your session is invalid or has expired; start a new one with POST /v1/session",
+                code="invalid_session",
+            )
+        raise Unauthorized(NO_CREDENTIALS, code="missing_credentials")
+
+    def require_admin(self, authorization: str | None) -> Identity:
+        token = _bearer_token(authorization)
+        if token is None:
+            raise Unauthorized(
+                "the operator API needs 'Authorization: Bearer <admin token>'",
+                code="missing_credentials",
+            )
+        if not self.is_admin_token(token):
+            raise Forbidden("this token may not use the operator API", code="not_operator")
+        return self._operator_identity()
+
+    def new_session(self) -> tuple[Identity, str]:
+        """A new anonymous user and the cookie value that names them."""
+        with session_scope(self._sessions) as s:
+            ident = store.create_anonymous_user(s)
+        with self._lock:
+            self._known_users.add(ident.user_id)
+        return ident, self.signer.sign(ident.user_id)
+
+    def _bearer(self, authorization: str) -> Identity:
+        token = _bearer_token(authorization)
+        if token is None:
+            raise Unauthorized(
+                "the Authorization header must be 'Bearer <key>'", code="invalid_api_key"
+            )
+        if self.is_admin_token(token):
+            return self._operator_identity()
+        with session_scope(self._read) as s:
+            ident = store.identity_for_key(s, token)
+        if ident is None:
+            raise Unauthorized(
+                "this API key is unknown or has been revoked", code="invalid_api_key"
+            )
+        return ident
+
+    def _operator_identity(self) -> Identity:
+        if self._operator is None:
+            with session_scope(self._sessions) as s:
+                self._operator = store.ensure_operator(s)
+        return self._operator
+
+    def _user_exists(self, user_id: str) -> bool:
+        with self._lock:
+            if user_id in self._known_users:
+                return True
+        with session_scope(self._read) as s:
+            found = store.user_kind(s, user_id) is UserKind.ANONYMOUS
+        if found:
+            with self._lock:
+                if len(self._known_users) >= KNOWN_USERS_CACHE:
+                    self._known_users.clear()
+                self._known_users.add(user_id)
+        return found
+
+
+def _bearer_token(authorization: str | None) -> str | None:
+    if authorization is None:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+@dataclass(frozen=True)
+class Secrets:
+    admin_token: str
+    session_secret: str
+
+
+def resolve_secrets(settings: Settings) -> Secrets:
+    """Settings win; otherwise secrets are generated once into the data directory."""
+    admin = settings.admin_token or load_or_create_secret(settings.data_dir / "admin_token")
+    session = settings.session_secret or load_or_create_secret(settings.data_dir / "session_secret")
+    return Secrets(admin, session)

@@ -1,0 +1,86 @@
+"""Secrets and tokens: API keys, signed session cookies, pseudonyms. Pure functions.
+
+API keys are `lc-` plus 43 URL-safe characters (256 random bits); only their SHA-256 is
+stored, so a leaked database does not leak keys. A session cookie is
+`<user id>.<issued at>.<HMAC-SHA256>`: the server can trust the user id without storing
+sessions, and a changed secret logs every web session out.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+import time
+from pathlib import Path
+
+KEY_PREFIX = "lc-"
+SHOWN_PREFIX_CHARS = 10  # "lc-" and 7 more: enough to tell keys apart in a list
+
+
+def new_api_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def shown_prefix(key: str) -> str:
+    return key[:SHOWN_PREFIX_CHARS]
+
+
+def _mac(secret: str, message: str) -> str:
+    digest = hmac.new(secret.encode(), message.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+class CookieSigner:
+    """Signs and checks session cookie values; no server-side session state."""
+
+    def __init__(self, secret: str, max_age_s: int):
+        self._secret = secret
+        self._max_age_s = max_age_s
+
+    def sign(self, user_id: str, now: float | None = None) -> str:
+        issued = int(time.time() if now is None else now)
+        payload = f"{user_id}.{issued}"
+        return f"{payload}.{_mac(self._secret, 'session:' + payload)}"
+
+    def verify(self, value: str, now: float | None = None) -> str | None:
+        """The user id in a valid, unexpired cookie value; None for anything else."""
+        parts = value.split(".")
+        if len(parts) != 3 or not parts[1].isdigit():
+            return None
+        user_id, issued, mac = parts
+        expected = _mac(self._secret, f"session:{user_id}.{issued}")
+        if not hmac.compare_digest(mac, expected):
+            return None
+        if (time.time() if now is None else now) - int(issued) > self._max_age_s:
+            return None
+        return user_id
+
+
+def pseudonym(secret: str, user_id: str) -> str:
+    """A stable stand-in for a user id in exports: same user, same pseudonym; not reversible."""
+    return "u-" + _mac(secret, "pseudonym:" + user_id)[:16]
+
+
+def load_or_create_secret(path: Path) -> str:
+    """Read a secret file, creating it (mode 0600, atomically) on first use."""
+    if path.is_file():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_urlsafe(32) + "\n")
+    try:
+        os.link(tmp, path)  # fails if another process won the race: keep theirs
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+    return path.read_text().strip()

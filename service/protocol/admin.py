@@ -1,0 +1,56 @@
+"""Schemas of the admin API: feedback statistics."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class DayVotes(BaseModel):
+    day: date = Field(description="A UTC calendar day.")
+    ratings: int = Field(
+        description="Rating rows created that day, including ones later changed or withdrawn."
+    )
+    thumbs_up: int
+    thumbs_down: int
+    comparisons: int = Field(description="Comparisons voted that day.")
+
+
+class VersionStats(BaseModel):
+    version: str = Field(description="Public model name, e.g. loopchat@v1.")
+    thumbs_up: int = Field(description="Live ratings created in the window.")
+    thumbs_down: int
+    up_rate: float | None = Field(description="thumbs_up / (thumbs_up + thumbs_down).")
+    up_rate_low: float | None = Field(description="Wilson 95% interval, lower bound.")
+    up_rate_high: float | None = Field(description="Wilson 95% interval, upper bound.")
+    comparisons: int = Field(description="Voted comparisons with this version on either side.")
+    wins: int = Field(description="Against a different version; same for the next three.")
+    losses: int
+    ties: int
+    both_bad: int
+    win_rate: float | None = Field(description="wins / (wins + losses).")
+    self_comparisons: int = Field(description="Voted comparisons with this version on both sides.")
+
+
+class ReasonCount(BaseModel):
+    kind: Literal["up", "down", "comparison"]
+    reason: str
+    count: int
+
+
+class StatsTotals(BaseModel):
+    ratings: int = Field(description="Live ratings, all time.")
+    comparisons_voted: int = Field(description="All time.")
+    comparisons_open: int = Field(description="Created but never voted, all time.")
+
+
+class StatsOut(BaseModel):
+    window_days: int
+    since: datetime = Field(description="Start of the window: 00:00 UTC, window_days-1 days ago.")
+    until: datetime = Field(description="End of the window (exclusive): the time of the query.")
+    votes_per_day: list[DayVotes] = Field(description="Every day of the window, oldest first.")
+    versions: list[VersionStats] = Field(description="Versions with a vote in the window.")
+    reasons: list[ReasonCount] = Field(description="Reasons of live ratings and voted comparisons.")
+    totals: StatsTotals

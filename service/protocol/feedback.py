@@ -1,0 +1,89 @@
+"""Schemas of the feedback API: ratings, comparisons, sessions, reasons."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from service.protocol.chat import ChatCompletionRequest, ChatMessage, SamplingFields
+
+Choice = Literal["a", "b", "tie", "both_bad"]
+
+# Far above any real comment; the configured cap (settings.max_comment_chars) is checked
+# in the service, this only stops a huge string from being parsed into a model.
+COMMENT_HARD_CAP = 100_000
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    generation_id: str = Field(max_length=200, description="From a chat reply or a comparison.")
+    rating: Literal["up", "down"]
+    reason: str | None = Field(None, max_length=64, description="A tag from /v1/feedback/reasons.")
+    comment: str | None = Field(None, max_length=COMMENT_HARD_CAP)
+
+
+class RatingOut(BaseModel):
+    object: Literal["rating"] = "rating"
+    generation_id: str
+    rating: Literal["up", "down"] | None = Field(description="None: not rated, or withdrawn.")
+    reason: str | None
+    comment: str | None
+    updated_at: datetime | None
+    changed: bool = Field(description="False when the request repeated the stored vote.")
+
+
+class ReasonsOut(BaseModel):
+    up: list[str]
+    down: list[str]
+    comparison: list[str]
+
+
+class ComparisonRequest(SamplingFields):
+    """A chat request answered twice (A and B) for the caller to judge."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    messages: list[ChatMessage] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _last_not_assistant(self) -> ComparisonRequest:
+        if self.messages[-1].role == "assistant":
+            raise ValueError("the last message must not be from the assistant")
+        return self
+
+    def to_chat(self) -> ChatCompletionRequest:
+        fields = self.model_dump(exclude_none=True, exclude={"messages"})
+        return ChatCompletionRequest(messages=self.messages, **fields)
+
+
+class ComparisonSideOut(BaseModel):
+    generation_id: str
+    content: str
+    finish_reason: str | None
+    model: str | None = Field(description="The policy version; only after the vote.")
+
+
+class ComparisonOut(BaseModel):
+    id: str
+    object: Literal["comparison"] = "comparison"
+    a: ComparisonSideOut
+    b: ComparisonSideOut
+    choice: Choice | None
+    reason: str | None
+    created_at: datetime
+    voted_at: datetime | None
+
+
+class VoteRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    choice: Choice
+    reason: str | None = Field(None, max_length=64, description="A comparison reason tag.")
+
+
+class SessionOut(BaseModel):
+    user_id: str
+    kind: str
