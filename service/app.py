@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.api import admin, chat, comparisons, feedback, health, models, session, ws
@@ -17,7 +18,7 @@ from service.chat.engines.base import Engine
 from service.chat.engines.factory import build_engine
 from service.db.migrate import upgrade
 from service.db.session import make_engine, make_session_factory
-from service.errors import LoopchatError, error_body, from_exception, status_type
+from service.errors import Busy, LoopchatError, error_body, from_exception, status_type
 from service.identity.auth import Authenticator, resolve_secrets
 from service.identity.credentials import CookieSigner
 from service.identity.ratelimit import RateLimiter
@@ -106,6 +107,17 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def on_ours(_: Request, exc: LoopchatError) -> JSONResponse:
         status, body = from_exception(exc)
         return JSONResponse(body, status_code=status, headers=exc.headers)
+
+    @app.exception_handler(OperationalError)
+    async def on_database(_: Request, exc: OperationalError) -> JSONResponse:
+        if "database is locked" in str(exc):
+            log.warning("database busy: %s", exc)
+            busy = Busy("the database is busy; retry shortly")
+            status, body = from_exception(busy)
+            return JSONResponse(body, status_code=status, headers=busy.headers)
+        log.error("database error: %s", exc, exc_info=exc)
+        status, body = from_exception(exc)
+        return JSONResponse(body, status_code=status)
 
     @app.exception_handler(Exception)
     async def on_any(_: Request, exc: Exception) -> JSONResponse:

@@ -96,6 +96,18 @@ class NotReady(LoopchatError):
     code = "engine_not_ready"
 
 
+class Busy(LoopchatError):
+    """The database stayed locked past its busy timeout (SQLite under extreme write load)."""
+
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+    type = "service_unavailable"
+    code = "database_busy"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}
+
+
 class EngineFailure(LoopchatError):
     status = HTTPStatus.INTERNAL_SERVER_ERROR
     type = "server_error"

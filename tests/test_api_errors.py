@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from tests.conftest import ADMIN, ADMIN_TOKEN
 from tests.fakes import FakeEngine
+from tests.servers import running_server
 from tests.test_api_chat import CHAT, HELLO, rows
 
 
@@ -158,9 +159,6 @@ async def live_server(
     tmp_path: Any, model: Any, engine: FakeEngine
 ) -> AsyncIterator[tuple[str, str]]:
     """A real uvicorn server on a free port around `engine`; yields (base url, db url)."""
-    import uvicorn
-
-    from service.app import create_app
     from service.settings import Settings
 
     db = f"sqlite:///{tmp_path / 'd.db'}"
@@ -171,22 +169,8 @@ async def live_server(
         max_new_tokens=512,
         admin_token=ADMIN_TOKEN,
     )
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(st, engine=engine), port=0, log_level="warning")
-    )
-    task = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            await asyncio.sleep(0.02)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        base = f"http://127.0.0.1:{port}"
-        async with httpx.AsyncClient(base_url=base) as http:
-            while (await http.get("/readyz")).status_code != 200:
-                await asyncio.sleep(0.05)
+    with running_server(st, engine) as base:
         yield base, db
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def _wait_stored(engine: FakeEngine, db: str) -> None:

@@ -320,3 +320,27 @@ def test_export_and_stats_over_the_operator_api(app: tuple[TestClient, str]) -> 
     assert sum(d["ratings"] for d in stats["votes_per_day"]) == 2
     assert {"kind": "down", "reason": "wrong", "count": 1} in stats["reasons"]
     assert_error(client.get("/v1/admin/stats", params={"days": 0}, headers=ADMIN), 422)
+
+
+def test_a_locked_database_is_a_503_with_retry_after(
+    app: tuple[TestClient, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past SQLite's busy timeout the caller is told to retry, not shown a 500."""
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    from service.feedback import ratings
+
+    client, db = app
+    dev = new_user(client)
+    gid = reply(client, dev)
+
+    def locked(*_: object, **__: object) -> None:
+        raise OperationalError("INSERT", {}, sqlite3.OperationalError("database is locked"))
+
+    monkeypatch.setattr(ratings, "rate", locked)
+    r = client.post(FEEDBACK, json={"generation_id": gid, "rating": "up"}, headers=dev)
+    assert_error(r, 503, "database_busy")
+    assert r.headers["Retry-After"] == "1"
+    assert count(db, Rating) == 0

@@ -14,6 +14,7 @@ import asyncio
 import json
 import logging
 import math
+import secrets
 import socket
 import sys
 import tempfile
@@ -177,6 +178,7 @@ def _isolated(settings: Settings, tmp: Path) -> Settings:
             "data_dir": tmp,
             "database_url": f"sqlite:///{tmp / 'bench.db'}",
             "model": settings.resolved_model_dir.resolve(),
+            "admin_token": secrets.token_urlsafe(24),  # the bench's client sends it
         }
     )
 
@@ -356,6 +358,7 @@ async def _api_server(
         async with httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{port}",
             trust_env=False,  # no proxy between us and 127.0.0.1
+            headers={"Authorization": f"Bearer {settings.admin_token}"},
             timeout=httpx.Timeout(HTTP_TIMEOUT_S, connect=10.0),
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=max_streams + 1),
         ) as client:
