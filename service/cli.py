@@ -103,14 +103,30 @@ def cmd_export(args: argparse.Namespace) -> int:
     secret = resolve_secrets(settings).session_secret
     n = 0
     with ExitStack() as stack:
-        out = sys.stdout
-        if args.output not in (None, "-"):
-            out = stack.enter_context(open(args.output, "w", encoding="utf-8"))
         sessions = stack.enter_context(_database(settings, read_only=True))
         s = stack.enter_context(session_scope(sessions))
-        for line in export_lines(s, ExportFormat(args.format), flt, secret, settings.model_alias):
-            out.write(line)
-            n += 1
+        try:  # checks the filters before anything is written
+            lines = export_lines(s, ExportFormat(args.format), flt, secret, settings.model_alias)
+        except ValueError as e:
+            print(f"loopchat export: {e}", file=sys.stderr)
+            return 2
+        if args.output in (None, "-"):
+            for line in lines:
+                sys.stdout.write(line)
+                n += 1
+        else:
+            # Written beside the target and renamed at the end: a failed export never
+            # leaves a half file or clobbers an earlier one.
+            target = Path(args.output)
+            tmp = target.with_name(f".{target.name}.partial")
+            try:
+                with open(tmp, "w", encoding="utf-8") as out:
+                    for line in lines:
+                        out.write(line)
+                        n += 1
+                tmp.replace(target)
+            finally:
+                tmp.unlink(missing_ok=True)
     print(f"exported {n} {args.format} rows", file=sys.stderr)
     return 0
 

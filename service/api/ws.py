@@ -37,7 +37,13 @@ from service.api.comparisons import view_out
 from service.api.deps import authenticate, get_runtime
 from service.chat.service import ChatResult, ChatService, ChoiceDelta, PreparedChat
 from service.db.session import session_scope
-from service.errors import BadRequest, LoopchatError, RateLimited, from_exception
+from service.errors import (
+    BadRequest,
+    InvalidValue,
+    LoopchatError,
+    RateLimited,
+    from_exception,
+)
 from service.feedback import comparisons
 from service.feedback.comparisons import ComparisonPlan, ComparisonService
 from service.identity.ratelimit import retry_after_seconds
@@ -45,7 +51,7 @@ from service.identity.store import Identity
 from service.protocol.chat import ChatCompletionRequest
 from service.protocol.feedback import ComparisonRequest, VoteRequest
 from service.runtime import Runtime
-from service.validation import describe_validation_error
+from service.validation import describe_errors, first_param
 
 router = APIRouter(tags=["chat"])
 
@@ -139,10 +145,12 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def _model(cls: type[M], frame: dict[str, Any]) -> M:
+    """Validate a frame like the HTTP API validates a body: 422-style invalid_value."""
     try:
         return cls.model_validate(frame)
     except ValidationError as e:
-        raise BadRequest(describe_validation_error(e)) from e
+        errors = e.errors(include_url=False)
+        raise InvalidValue(describe_errors(errors), param=first_param(errors)) from e
 
 
 async def _vote(out: Sender, runtime: Runtime, user: Identity, frame: VoteFrame) -> None:

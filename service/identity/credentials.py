@@ -56,7 +56,8 @@ class CookieSigner:
             return None
         user_id, issued, mac = parts
         expected = _mac(self._secret, f"session:{user_id}.{issued}")
-        if not hmac.compare_digest(mac, expected):
+        # As bytes: compare_digest refuses non-ASCII str, and a cookie may hold anything.
+        if not hmac.compare_digest(mac.encode(), expected.encode()):
             return None
         if (time.time() if now is None else now) - int(issued) > self._max_age_s:
             return None

@@ -8,6 +8,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+# Float refill can leave a bucket a hair under one token after waiting exactly the time
+# `take` asked for; a client that obeys the wait must get through.
+EPSILON = 1e-9
+
 
 @dataclass
 class _Bucket:
@@ -43,8 +47,8 @@ class RateLimiter:
                 b = self._buckets[key] = _Bucket(self._burst, now)
             b.tokens = min(self._burst, b.tokens + (now - b.updated) * self._rate)
             b.updated = now
-            if b.tokens >= 1.0:
-                b.tokens -= 1.0
+            if b.tokens >= 1.0 - EPSILON:
+                b.tokens = max(0.0, b.tokens - 1.0)
                 return 0.0
             return (1.0 - b.tokens) / self._rate
 
