@@ -20,10 +20,10 @@ from service.chat.service import ChatService, Limits
 from service.chat.tokenizer import ChatTokenizer
 from service.db import repository
 from service.db.session import session_scope
-from service.errors import NotReady
+from service.errors import NotReady, RateLimited
 from service.feedback.comparisons import ComparisonService
 from service.identity.auth import Authenticator
-from service.identity.ratelimit import RateLimiter
+from service.identity.ratelimit import RateLimiter, retry_after_seconds
 from service.metrics import Metrics
 from service.policies.registry import PolicyRegistry
 from service.settings import Settings
@@ -77,6 +77,13 @@ class Runtime:
                 raise NotReady("the model failed to load; see the server log")
             raise NotReady("the model is still loading; try again shortly")
         return self.chat
+
+    def take_vote(self, user_id: str) -> None:
+        """Spend one of the user's votes; RateLimited (429, Retry-After) when none is left."""
+        wait = self.vote_limiter.take(user_id)
+        if wait > 0:
+            seconds = retry_after_seconds(wait)
+            raise RateLimited(f"too many votes; try again in {seconds} s", retry_after_s=seconds)
 
     def comparison_service(self) -> ComparisonService:
         self.chat_service()

@@ -9,10 +9,8 @@ from fastapi import Depends, Request
 from starlette.requests import HTTPConnection
 
 from service.chat.service import ChatService
-from service.errors import RateLimited
 from service.feedback.comparisons import ComparisonService
 from service.identity.auth import SESSION_COOKIE
-from service.identity.ratelimit import retry_after_seconds
 from service.identity.store import Identity
 from service.runtime import Runtime
 
@@ -44,10 +42,7 @@ async def current_user(request: Request) -> Identity:
 
 async def voter(request: Request, user: Annotated[Identity, Depends(current_user)]) -> Identity:
     """The caller, if their vote rate allows one more vote; 429 with Retry-After otherwise."""
-    wait = get_runtime(request).vote_limiter.take(user.user_id)
-    if wait > 0:
-        seconds = retry_after_seconds(wait)
-        raise RateLimited(f"too many votes; try again in {seconds} s", retry_after_s=seconds)
+    get_runtime(request).take_vote(user.user_id)
     return user
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -41,12 +42,10 @@ from service.errors import (
     BadRequest,
     InvalidValue,
     LoopchatError,
-    RateLimited,
     from_exception,
 )
 from service.feedback import comparisons
 from service.feedback.comparisons import ComparisonPlan, ComparisonService
-from service.identity.ratelimit import retry_after_seconds
 from service.identity.store import Identity
 from service.protocol.chat import ChatCompletionRequest
 from service.protocol.feedback import ComparisonRequest, VoteRequest
@@ -154,10 +153,7 @@ def _model(cls: type[M], frame: dict[str, Any]) -> M:
 
 
 async def _vote(out: Sender, runtime: Runtime, user: Identity, frame: VoteFrame) -> None:
-    wait = runtime.vote_limiter.take(user.user_id)
-    if wait > 0:
-        seconds = retry_after_seconds(wait)
-        raise RateLimited(f"too many votes; try again in {seconds} s", retry_after_s=seconds)
+    runtime.take_vote(user.user_id)
 
     def store() -> dict[str, Any]:
         with session_scope(runtime.sessions) as s:
@@ -182,8 +178,24 @@ def _done(p: PreparedChat, result: ChatResult) -> dict[str, Any]:
     return {"type": "done", "choices": choices, "usage": usage_of(result).model_dump()}
 
 
-async def _stream(out: Sender, chat: ChatService, p: PreparedChat) -> None:
+@contextlib.asynccontextmanager
+async def _reporting(out: Sender, generation_ids: list[str]) -> AsyncIterator[None]:
+    """How a stream task ends: stopped (cancelled), gone (disconnect) or an error frame."""
     try:
+        yield
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await out.send({"type": "stopped", "generation_ids": generation_ids})
+        raise
+    except WebSocketDisconnect:
+        return
+    except Exception as e:
+        with contextlib.suppress(Exception):
+            await out.error(e)
+
+
+async def _stream(out: Sender, chat: ChatService, p: PreparedChat) -> None:
+    async with _reporting(out, p.generation_ids):
         await chat.begin(p)
         await out.send(
             {"type": "start", "generation_ids": p.generation_ids, "model": p.public_model}
@@ -194,20 +206,10 @@ async def _stream(out: Sender, chat: ChatService, p: PreparedChat) -> None:
                     await out.send({"type": "delta", "index": ev.index, "content": ev.text})
             else:
                 await out.send(_done(p, ev))
-    except asyncio.CancelledError:
-        with contextlib.suppress(Exception):
-            await out.send({"type": "stopped", "generation_ids": p.generation_ids})
-        raise
-    except WebSocketDisconnect:
-        return
-    except Exception as e:
-        with contextlib.suppress(Exception):
-            await out.error(e)
 
 
 async def _compare(out: Sender, service: ComparisonService, plan: ComparisonPlan) -> None:
-    ids = [plan.a.id, plan.b.id]
-    try:
+    async with _reporting(out, [plan.a.id, plan.b.id]):
         await out.send(
             {
                 "type": "comparison",
@@ -222,12 +224,3 @@ async def _compare(out: Sender, service: ComparisonService, plan: ComparisonPlan
                     await out.send({"type": "delta", "side": side, "index": 0, "content": ev.text})
             else:
                 await out.send({**_done(plan.side(side), ev), "side": side})
-    except asyncio.CancelledError:
-        with contextlib.suppress(Exception):
-            await out.send({"type": "stopped", "generation_ids": ids})
-        raise
-    except WebSocketDisconnect:
-        return
-    except Exception as e:
-        with contextlib.suppress(Exception):
-            await out.error(e)
