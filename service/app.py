@@ -109,12 +109,10 @@ def _install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(body, status_code=status, headers=exc.headers)
 
     @app.exception_handler(OperationalError)
-    async def on_database(_: Request, exc: OperationalError) -> JSONResponse:
+    async def on_database(request: Request, exc: OperationalError) -> JSONResponse:
         if "database is locked" in str(exc):
             log.warning("database busy: %s", exc)
-            busy = Busy("the database is busy; retry shortly")
-            status, body = from_exception(busy)
-            return JSONResponse(body, status_code=status, headers=busy.headers)
+            return await on_ours(request, Busy("the database is busy; retry shortly"))
         log.error("database error: %s", exc, exc_info=exc)
         status, body = from_exception(exc)
         return JSONResponse(body, status_code=status)

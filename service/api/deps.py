@@ -36,11 +36,7 @@ async def authenticate(conn: HTTPConnection) -> Identity:
     )
 
 
-async def current_user(request: Request) -> Identity:
-    return await authenticate(request)
-
-
-async def voter(request: Request, user: Annotated[Identity, Depends(current_user)]) -> Identity:
+async def voter(request: Request, user: Annotated[Identity, Depends(authenticate)]) -> Identity:
     """The caller, if their vote rate allows one more vote; 429 with Retry-After otherwise."""
     get_runtime(request).take_vote(user.user_id)
     return user
@@ -54,6 +50,5 @@ async def operator(request: Request) -> Identity:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 ChatDep = Annotated[ChatService, Depends(get_chat)]
 ComparisonsDep = Annotated[ComparisonService, Depends(get_comparisons)]
-UserDep = Annotated[Identity, Depends(current_user)]
+UserDep = Annotated[Identity, Depends(authenticate)]
 VoterDep = Annotated[Identity, Depends(voter)]
-OperatorDep = Annotated[Identity, Depends(operator)]

@@ -44,7 +44,8 @@ class Authenticator:
         self._admin_token = admin_token
         self._known_users: set[str] = set()  # cookie users seen in the database
         self._operator: Identity | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards _known_users
+        self._operator_lock = threading.Lock()
 
     def is_admin_token(self, token: str) -> bool:
         return bool(self._admin_token) and hmac.compare_digest(
@@ -101,10 +102,11 @@ class Authenticator:
         return ident
 
     def _operator_identity(self) -> Identity:
-        if self._operator is None:
-            with session_scope(self._sessions) as s:
-                self._operator = store.ensure_operator(s)
-        return self._operator
+        with self._operator_lock:  # the first operator requests may come at once: one insert
+            if self._operator is None:
+                with session_scope(self._sessions) as s:
+                    self._operator = store.ensure_operator(s)
+            return self._operator
 
     def _user_exists(self, user_id: str) -> bool:
         with self._lock:
