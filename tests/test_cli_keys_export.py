@@ -19,18 +19,15 @@ from service.db.models import (
     ApiKey,
     Comparison,
     ComparisonChoice,
-    Generation,
     GenerationStatus,
-    PolicyVersion,
     Rating,
     User,
     UserKind,
 )
 from service.db.session import make_engine, make_session_factory, session_scope
-from service.domain import VersionKind, VersionStatus
 from service.identity import store
 from service.identity.credentials import hash_key, pseudonym
-from tests.dbutil import fetch
+from tests.dbutil import fetch, generation_row, lora_version
 from tests.fakes import FakeEngine
 from tests.test_api_chat import CHAT, HELLO
 from tests.test_feedback_api import new_user
@@ -188,25 +185,6 @@ def test_revoked_key_is_refused_by_the_server(
 # -- export -----------------------------------------------------------------------------
 
 
-def _gen(gid: str, version_id: int, prompt: list[dict[str, str]], text: str, user: str,
-         status: GenerationStatus = GenerationStatus.COMPLETED) -> Generation:  # fmt: skip
-    return Generation(
-        id=gid,
-        policy_version_id=version_id,
-        user_id=user,
-        prompt=prompt,
-        text=text,
-        sampling={"temperature": 1.0},
-        status=status,
-        finish_reason="stop",
-        prompt_tokens=3,
-        completion_tokens=2,
-        latency_ms=1.0,
-        ttft_ms=0.5,
-        request_id=gid,
-    )
-
-
 @pytest.fixture
 def votes(tmp_path: Path) -> None:
     """v0 and v1; four replies; four rating rows (one superseded); two voted comparisons."""
@@ -215,24 +193,23 @@ def votes(tmp_path: Path) -> None:
         upgrade(eng)
         with session_scope(make_session_factory(eng)) as s:
             v0 = repository.ensure_base_version(s, tmp_path)
-            v1 = PolicyVersion(
-                name="v1",
-                parent_id=v0.id,
-                base_model=str(tmp_path),
-                kind=VersionKind.LORA,
-                artifact_uri=str(tmp_path / "v1"),
-                status=VersionStatus.CANARY,
-                metrics={},
-            )
+            v1 = lora_version("v1", v0, tmp_path)
             s.add(v1)
             s.add_all([User(id=U1, kind=UserKind.ANONYMOUS), User(id=U2, kind=UserKind.ANONYMOUS)])
             s.flush()
             s.add_all(
                 [
-                    _gen("chatcmpl-1", v0.id, P_MATH, "4", U1),
-                    _gen("chatcmpl-2", v1.id, P_MATH, "Four.", U1),
-                    _gen("chatcmpl-3", v0.id, P_HI, "Grüß dich", U2),
-                    _gen("chatcmpl-4", v1.id, P_HI, "hey", U2, GenerationStatus.CUT_OFF),
+                    generation_row("chatcmpl-1", v0.id, prompt=P_MATH, text="4", user_id=U1),
+                    generation_row("chatcmpl-2", v1.id, prompt=P_MATH, text="Four.", user_id=U1),
+                    generation_row("chatcmpl-3", v0.id, prompt=P_HI, text="Grüß dich", user_id=U2),
+                    generation_row(
+                        "chatcmpl-4",
+                        v1.id,
+                        prompt=P_HI,
+                        text="hey",
+                        user_id=U2,
+                        status=GenerationStatus.CUT_OFF,
+                    ),
                 ]
             )
             s.flush()

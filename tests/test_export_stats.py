@@ -17,20 +17,18 @@ from service.db.migrate import upgrade
 from service.db.models import (
     Comparison,
     ComparisonChoice,
-    Generation,
     GenerationStatus,
-    PolicyVersion,
     Rating,
     User,
     UserKind,
     new_id,
 )
 from service.db.session import make_engine, make_session_factory, session_scope
-from service.domain import VersionKind, VersionStatus
 from service.feedback import export
 from service.feedback.export import ExportFilter, ExportFormat, export_lines, export_rows
 from service.feedback.stats import feedback_stats, wilson_interval
 from service.identity.credentials import pseudonym
+from tests.dbutil import generation_row, lora_version
 
 SECRET = "test-secret"
 ALIAS = "loopchat"
@@ -63,25 +61,6 @@ class Fixture:
     users: tuple[str, str, str]
 
 
-def _gen(
-    gid: str, version_id: int, prompt: list[dict[str, str]], status: GenerationStatus
-) -> Generation:
-    return Generation(
-        id=gid,
-        policy_version_id=version_id,
-        prompt=prompt,
-        text=TEXTS[gid],
-        sampling={"temperature": 1.0},
-        status=status,
-        finish_reason="stop",
-        prompt_tokens=3,
-        completion_tokens=2,
-        latency_ms=1.0,
-        ttft_ms=0.5,
-        request_id=gid,
-    )
-
-
 def _cmp(
     cid: str, user: str, prompt: list[dict[str, str]], a: str, b: str, choice: str | None,
     reason: str | None, voted_at: datetime | None,
@@ -108,28 +87,42 @@ def data(db_url: str, tmp_path: Path) -> Iterator[Fixture]:
     u1, u2, u3 = new_id("usr"), new_id("usr"), new_id("usr")
     with session_scope(sessions) as s:
         v0 = repository.ensure_base_version(s, tmp_path)
-        v1 = PolicyVersion(
-            name="v1",
-            parent_id=v0.id,
-            base_model=str(tmp_path),
-            kind=VersionKind.LORA,
-            artifact_uri=str(tmp_path / "v1"),
-            status=VersionStatus.CANARY,
-            metrics={},
-        )
+        v1 = lora_version("v1", v0, tmp_path)
         s.add(v1)
         s.add_all(User(id=u, kind=UserKind.ANONYMOUS) for u in (u1, u2, u3))
         s.flush()
         done = GenerationStatus.COMPLETED
         s.add_all(
             [
-                _gen("chatcmpl-1", v0.id, P_MATH, done),
-                _gen("chatcmpl-2", v1.id, P_MATH, done),
-                _gen("chatcmpl-3", v0.id, P_COLOR, done),
-                _gen("chatcmpl-4", v1.id, P_COLOR, GenerationStatus.CUT_OFF),
-                _gen("chatcmpl-5", v0.id, P_HI, GenerationStatus.STREAMING),
-                _gen("chatcmpl-6", v1.id, P_POEM, done),
-                _gen("chatcmpl-7", v1.id, P_POEM, done),
+                generation_row(
+                    "chatcmpl-1", v0.id, prompt=P_MATH, text=TEXTS["chatcmpl-1"], status=done
+                ),
+                generation_row(
+                    "chatcmpl-2", v1.id, prompt=P_MATH, text=TEXTS["chatcmpl-2"], status=done
+                ),
+                generation_row(
+                    "chatcmpl-3", v0.id, prompt=P_COLOR, text=TEXTS["chatcmpl-3"], status=done
+                ),
+                generation_row(
+                    "chatcmpl-4",
+                    v1.id,
+                    prompt=P_COLOR,
+                    text=TEXTS["chatcmpl-4"],
+                    status=GenerationStatus.CUT_OFF,
+                ),
+                generation_row(
+                    "chatcmpl-5",
+                    v0.id,
+                    prompt=P_HI,
+                    text=TEXTS["chatcmpl-5"],
+                    status=GenerationStatus.STREAMING,
+                ),
+                generation_row(
+                    "chatcmpl-6", v1.id, prompt=P_POEM, text=TEXTS["chatcmpl-6"], status=done
+                ),
+                generation_row(
+                    "chatcmpl-7", v1.id, prompt=P_POEM, text=TEXTS["chatcmpl-7"], status=done
+                ),
             ]
         )
         s.flush()

@@ -12,9 +12,10 @@ from sqlalchemy.exc import IntegrityError
 
 from service.db import repository
 from service.db.migrate import downgrade, upgrade
-from service.db.models import Base, Generation, GenerationStatus, Rating, User, UserKind
+from service.db.models import Base, Generation, Rating, User, UserKind
 from service.db.session import make_engine, make_session_factory, session_scope
 from service.domain import VersionStatus
+from tests.dbutil import generation_row
 
 TABLES = {
     "users",
@@ -51,29 +52,12 @@ def test_sqlite_runs_in_wal_with_foreign_keys(tmp_path: Path) -> None:
     eng.dispose()
 
 
-def _gen(version_id: int, gid: str = "chatcmpl-1") -> Generation:
-    return Generation(
-        id=gid,
-        policy_version_id=version_id,
-        prompt=[{"role": "user", "content": "hi"}],
-        text="hello",
-        sampling={"temperature": 1.0},
-        status=GenerationStatus.COMPLETED,
-        finish_reason="stop",
-        prompt_tokens=3,
-        completion_tokens=2,
-        latency_ms=1.0,
-        ttft_ms=0.5,
-        request_id="req-1",
-    )
-
-
 def test_generation_needs_a_real_policy_version(db_url: str) -> None:
     eng = make_engine(db_url)
     upgrade(eng)
     sessions = make_session_factory(eng)
     with pytest.raises(IntegrityError), session_scope(sessions) as s:
-        s.add(_gen(version_id=999))
+        s.add(generation_row("chatcmpl-1", 999))
     with session_scope(sessions) as s:
         assert s.scalar(sa.select(sa.func.count()).select_from(Generation)) == 0
     eng.dispose()
@@ -86,7 +70,7 @@ def test_one_live_rating_per_user_and_generation(db_url: str, tmp_path: Path) ->
     with session_scope(sessions) as s:
         v0 = repository.ensure_base_version(s, tmp_path)
         s.add(User(id="u1", kind=UserKind.ANONYMOUS))
-        s.add(_gen(v0.id))
+        s.add(generation_row("chatcmpl-1", v0.id))
     with session_scope(sessions) as s:
         s.add(Rating(generation_id="chatcmpl-1", user_id="u1", value=1, live=False))
         s.add(Rating(generation_id="chatcmpl-1", user_id="u1", value=-1, live=True))
