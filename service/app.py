@@ -13,7 +13,17 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.api import admin, chat, comparisons, feedback, health, models, session, ws
+from service.api import (
+    admin,
+    chat,
+    comparisons,
+    feedback,
+    health,
+    models,
+    session,
+    training,
+    ws,
+)
 from service.chat.engines.base import Engine
 from service.chat.engines.factory import build_engine
 from service.db.migrate import upgrade
@@ -70,7 +80,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
             await runtime.stop()
 
     app = FastAPI(title="loopchat", version="0.1.0", lifespan=lifespan)
-    for module in (chat, models, ws, session, feedback, comparisons, admin, health):
+    for module in (chat, models, ws, session, feedback, comparisons, admin, training, health):
         app.include_router(module.router)
     _install_error_handlers(app)
     app.add_middleware(RequestMetrics, metrics=metrics)

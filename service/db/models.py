@@ -76,7 +76,8 @@ class RunStatus(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
-    STOPPED = "stopped"  # ended early with a recorded reason (too little data, weak RM, gate)
+    STOPPED = "stopped"  # ended early with a recorded reason (too little data, weak RM)
+    REJECTED = "rejected"  # trained a candidate that the gate refused (reason says why)
     FAILED = "failed"
 
 

@@ -40,6 +40,7 @@ class PolicyRegistry:
         self._alias = alias
         self._loaded: dict[str, LiveVersion] = {}
         self._serving: LiveVersion | None = None
+        self.notified: list[str] = []  # candidates the trainer announced, oldest first
 
     @property
     def alias(self) -> str:
@@ -75,6 +76,14 @@ class PolicyRegistry:
                     "no policy version has status 'serving'; run `loopchat model prepare` first"
                 )
             return LiveVersion(v.id, v.name, v.kind, v.status, v.artifact_uri, v.created_at)
+
+    def candidate_ready(self, name: str) -> bool:
+        """The trainer published `name`. Recorded here; the hot-swap issue loads it."""
+        if name in self.notified:
+            return False
+        self.notified.append(name)
+        log.info("trainer announced candidate %s", name)
+        return True
 
     def comparison_pair(self) -> tuple[LiveVersion, LiveVersion]:
         """The two versions an A-vs-B comparison pits against each other.

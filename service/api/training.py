@@ -1,0 +1,94 @@
+"""Operator API for training rounds: list, inspect (metrics, logs), queue one; and the
+trainer's notification that a candidate policy is ready."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Response
+from sqlalchemy import select
+
+from service.api.deps import RuntimeDep, operator
+from service.db import repository
+from service.db.models import PolicyVersion, RunStatus, TrainingRun
+from service.db.session import session_scope
+from service.errors import NotFound
+from service.protocol.training import CandidateNotice, NoticeOut, RunDetail, RunOut
+
+router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Depends(operator)])
+
+
+def _out(run: TrainingRun, version: str | None, detail: bool = False) -> RunOut:
+    metrics = run.metrics or {}
+    fields = dict(
+        id=run.id,
+        status=run.status.value,
+        trigger=metrics.get("trigger"),
+        reason=run.reason,
+        created_at=run.created_at,
+        started_at=run.started_at,
+        finished_at=run.finished_at,
+        data_window_start=run.data_window_start,
+        data_window_end=run.data_window_end,
+        counts=run.counts or {},
+        progress=metrics.get("progress", {}),
+        policy_version=version,
+        reward_model_id=run.reward_model_id,
+    )
+    if detail:
+        return RunDetail(**fields, metrics=metrics, logs=run.logs or "")
+    return RunOut(**fields)
+
+
+@router.get("/training-runs", response_model=list[RunOut])
+def list_runs(runtime: RuntimeDep, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> list[RunOut]:
+    """Newest first."""
+    with session_scope(runtime.read_sessions) as s:
+        rows = s.execute(
+            select(TrainingRun, PolicyVersion.name)
+            .outerjoin(PolicyVersion, TrainingRun.policy_version_id == PolicyVersion.id)
+            .order_by(TrainingRun.id.desc())
+            .limit(limit)
+        ).all()
+        return [_out(run, name) for run, name in rows]
+
+
+@router.get("/training-runs/{run_id}", response_model=RunDetail)
+def get_run(run_id: int, runtime: RuntimeDep) -> RunOut:
+    with session_scope(runtime.read_sessions) as s:
+        run = s.get(TrainingRun, run_id)
+        if run is None:
+            raise NotFound(f"no training run {run_id}")
+        version = s.get(PolicyVersion, run.policy_version_id) if run.policy_version_id else None
+        return _out(run, version.name if version else None, detail=True)
+
+
+@router.post("/training-runs", response_model=RunOut, status_code=201)
+def queue_run(runtime: RuntimeDep, response: Response) -> RunOut:
+    """Ask the trainer for a round now; it starts at the schedule's next check.
+
+    If a round is already queued, that one is returned (200) instead of a second.
+    """
+    with session_scope(runtime.sessions) as s:
+        queued = s.scalars(
+            select(TrainingRun).where(TrainingRun.status == RunStatus.QUEUED)
+        ).first()
+        if queued is not None:
+            response.status_code = 200
+            return _out(queued, None)
+        run = TrainingRun(status=RunStatus.QUEUED, metrics={"trigger": "operator"})
+        s.add(run)
+        s.flush()
+        return _out(run, None)
+
+
+@router.post("/policies/notify", response_model=NoticeOut, status_code=202)
+def candidate_ready(body: CandidateNotice, runtime: RuntimeDep) -> NoticeOut:
+    """The trainer says a policy version is ready. The registry takes it from here."""
+    with session_scope(runtime.read_sessions) as s:
+        version = repository.version_by_name(s, body.version)
+        if version is None:
+            raise NotFound(f"no policy version '{body.version}'")
+        status = version.status.value
+    accepted = runtime.registry.candidate_ready(body.version)
+    return NoticeOut(version=body.version, status=status, accepted=accepted)

@@ -1,0 +1,252 @@
+"""Trainer configuration: dataclasses whose fields carry their own help text.
+
+A config comes from defaults, then a TOML file (one table per section), then command-line
+overrides `section.field=value`. `describe()` prints every field with its help, which is
+what `loopchat train --show-config` shows.
+
+    [policy]
+    algorithm = "rloo"
+    samples_per_prompt = 4
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar, get_type_hints
+
+T = TypeVar("T")
+
+
+def opt(default: Any, help: str) -> Any:
+    """A dataclass field with a default and a help text."""
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class DataConfig:
+    replay_days: float = opt(
+        30.0, "Older votes (before the last round) replayed each round, in days."
+    )
+    heldout_fraction: float = opt(
+        0.2, "Share of prompts (by stable prompt hash) held out for evaluation, every round."
+    )
+    tie_weight: float = opt(0.0, "Weight of a tie as a half-win pair both ways; 0 drops ties.")
+    thumb_pair_weight: float = opt(
+        1.0, "Weight of a pair made from an up- and a down-rated reply to the same prompt."
+    )
+    max_thumb_pairs_per_prompt: int = opt(4, "Cap on up-vs-down pairs made from one prompt.")
+    min_train_pairs: int = opt(8, "A round with fewer training pairs stops before the RM.")
+    min_heldout_pairs: int = opt(4, "A round with fewer held-out pairs stops before the RM.")
+    max_prompts: int = opt(2000, "Most distinct prompts kept from the window (newest first).")
+
+
+@dataclass
+class RewardConfig:
+    lora_r: int = opt(16, "LoRA rank of the reward model's adapter on the policy backbone.")
+    lora_alpha: int = opt(32, "LoRA alpha of the reward model.")
+    learning_rate: float = opt(2e-4, "AdamW learning rate.")
+    epochs: int = opt(2, "Passes over the training pairs.")
+    batch_size: int = opt(8, "Pairs per optimizer step.")
+    max_length: int = opt(384, "Tokens per (prompt, reply); the prompt is cut from the left.")
+    unpaired_weight: float = opt(
+        0.5, "Weight of the logistic loss on single thumbs (reward > 0 means up); 0 disables."
+    )
+    warm_start: bool = opt(True, "Start from the last round's reward model when it loads.")
+    min_heldout_accuracy: float = opt(
+        0.55, "The round stops unless held-out pair accuracy reaches this (0.5 is chance)."
+    )
+    check_model: bool = opt(
+        True,
+        "Train a second RM on the other half of the pairs (split by prompt hash) to check "
+        "the candidate for over-optimization; the policy's RM trains on the first half.",
+    )
+
+
+@dataclass
+class PolicyConfig:
+    algorithm: str = opt("rloo", "rloo, ppo or online_dpo.")
+    prompts_per_round: int = opt(32, "Prompts sampled for on-policy rollouts each round.")
+    samples_per_prompt: int = opt(4, "Replies sampled per prompt (k).")
+    batch_prompts: int = opt(4, "Prompts per optimizer step.")
+    max_new_tokens: int = opt(128, "Reply length cap in rollouts.")
+    temperature: float = opt(1.0, "Sampling temperature in rollouts.")
+    top_p: float = opt(1.0, "Nucleus sampling in rollouts.")
+    learning_rate: float = opt(1e-4, "AdamW learning rate for the LoRA adapter.")
+    kl_coef: float = opt(0.05, "beta in r = r_RM - beta * KL(policy || v0), per reply in nats.")
+    unfinished_penalty: float = opt(
+        1.0, "Subtracted from the reward of a rollout that hit max_new_tokens unfinished."
+    )
+    lora_r: int = opt(16, "LoRA rank of the policy adapter (new adapters only).")
+    lora_alpha: int = opt(32, "LoRA alpha of the policy adapter.")
+    epochs: int = opt(1, "Optimization passes over each batch of rollouts (PPO epochs).")
+    clip_range: float = opt(0.2, "PPO policy ratio clip.")
+    value_coef: float = opt(0.1, "PPO value loss weight.")
+    gae_lambda: float = opt(0.95, "PPO GAE lambda (gamma is 1).")
+    dpo_beta: float = opt(0.1, "Online DPO beta.")
+    dpo_min_margin: float = opt(
+        0.5, "Online DPO: skip a prompt whose best and worst RM scores differ by less."
+    )
+    max_grad_norm: float = opt(1.0, "Gradient clipping.")
+    micro_batch_size: int = opt(
+        4,
+        "Replies per forward/backward pass when training; gradients accumulate to one "
+        "optimizer step per batch, so this trades memory for speed and not the update.",
+    )
+
+
+@dataclass
+class EvalConfig:
+    max_prompts: int = opt(32, "Held-out prompts to evaluate on.")
+    samples_per_prompt: int = opt(2, "Replies per held-out prompt from each policy.")
+    max_new_tokens: int = opt(128, "Reply length cap in evaluation.")
+    temperature: float = opt(0.7, "Sampling temperature (the serving default).")
+    min_win_rate: float = opt(0.55, "Gate: candidate's RM win rate over serving must reach this.")
+    max_kl: float = opt(6.0, "Gate: KL(candidate || v0) per reply, nats, must stay within this.")
+    max_length_ratio: float = opt(
+        2.0,
+        "Gate: mean reply length of candidate / serving must stay within [1/x, x] "
+        "(length is the first thing an RM learns).",
+    )
+
+
+@dataclass
+class ScheduleConfig:
+    min_new_events: int = opt(100, "Start a round once this many new votes arrived.")
+    interval_minutes: float = opt(60.0, "Or start one this often...")
+    min_events: int = opt(20, "...if at least this many new votes arrived.")
+    poll_seconds: float = opt(30.0, "How often the schedule checks for new votes.")
+
+
+@dataclass
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    evaluation: EvalConfig = field(default_factory=EvalConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    threads: int = opt(1, "torch threads for training; leave cores to the server.")
+    seed: int = opt(0, "Seed for sampling and initialisation.")
+    notify_url: str = opt(
+        "", "Server to notify of a new candidate (http://127.0.0.1:8000); empty: none."
+    )
+
+
+SECTIONS = ("data", "reward", "policy", "evaluation", "schedule")
+ALGORITHMS = ("rloo", "ppo", "online_dpo")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _coerce(kind: type, raw: Any, where: str) -> Any:
+    if kind is bool:
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.lower() in ("true", "1", "yes", "false", "0", "no"):
+            return raw.lower() in ("true", "1", "yes")
+        raise ConfigError(f"{where}: expected true or false, got {raw!r}")
+    try:
+        if kind is int and isinstance(raw, float):
+            raise ValueError
+        return kind(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: expected {kind.__name__}, got {raw!r}") from None
+
+
+def _set(obj: Any, name: str, raw: Any, where: str) -> None:
+    hints = get_type_hints(type(obj))
+    names = {f.name for f in dataclasses.fields(obj)}
+    if name not in names or dataclasses.is_dataclass(hints[name]):
+        raise ConfigError(f"unknown setting {where}")
+    setattr(obj, name, _coerce(hints[name], raw, where))
+
+
+def apply(cfg: TrainConfig, values: dict[str, Any], where: str = "") -> TrainConfig:
+    """Apply a nested mapping (as parsed from TOML) onto `cfg`."""
+    for key, value in values.items():
+        if key in SECTIONS:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}[{key}] must be a table")
+            section = getattr(cfg, key)
+            for name, raw in value.items():
+                _set(section, name, raw, f"{key}.{name}")
+        else:
+            _set(cfg, key, value, key)
+    return cfg
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """`policy.algorithm=ppo` -> {"policy": {"algorithm": "ppo"}}."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"expected section.field=value, got {text!r}")
+    parts = key.strip().split(".")
+    if len(parts) == 1:
+        return {parts[0]: value}
+    if len(parts) == 2:
+        return {parts[0]: {parts[1]: value}}
+    raise ConfigError(f"expected section.field=value, got {text!r}")
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    if cfg.policy.algorithm not in ALGORITHMS:
+        raise ConfigError(f"policy.algorithm must be one of {', '.join(ALGORITHMS)}")
+    if not 0.0 < cfg.data.heldout_fraction < 1.0:
+        raise ConfigError("data.heldout_fraction must be between 0 and 1")
+    if cfg.policy.samples_per_prompt < 2:
+        raise ConfigError("policy.samples_per_prompt must be at least 2")
+    if cfg.threads < 1:
+        raise ConfigError("threads must be at least 1")
+    for name in ("epochs", "batch_size", "max_length"):
+        if getattr(cfg.reward, name) < 1:
+            raise ConfigError(f"reward.{name} must be at least 1")
+    return cfg
+
+
+def load_config(path: Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """Defaults, then the TOML file at `path`, then `section.field=value` overrides."""
+    cfg = TrainConfig()
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                apply(cfg, tomllib.load(f), f"{path}: ")
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise ConfigError(f"cannot read {path}: {e}") from None
+    for text in overrides or []:
+        apply(cfg, parse_override(text))
+    return validate(cfg)
+
+
+def as_dict(cfg: TrainConfig) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def describe(cfg: TrainConfig) -> str:
+    """Every setting, its current value and its help, as TOML comments and values."""
+    lines: list[str] = []
+
+    def section(obj: Any, title: str | None) -> None:
+        if title:
+            lines.append(f"\n[{title}]")
+        for f in dataclasses.fields(obj):
+            if f.name in SECTIONS:
+                continue
+            lines.append(f"# {f.metadata.get('help', '')}")
+            value = getattr(obj, f.name)
+            shown = (
+                f'"{value}"'
+                if isinstance(value, str)
+                else str(value).lower()
+                if isinstance(value, bool)
+                else value
+            )
+            lines.append(f"{f.name} = {shown}")
+
+    section(cfg, None)
+    for name in SECTIONS:
+        section(getattr(cfg, name), name)
+    return "\n".join(lines).lstrip() + "\n"

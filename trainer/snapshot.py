@@ -1,0 +1,236 @@
+"""Read a round's votes and prompts from storage into a `records.Snapshot`.
+
+The round reads once, at its start, with a handful of joined queries (no query per vote),
+so everything after works on plain records. The window is [since - replay_days, now): votes
+since the last round plus older ones replayed, on the vote time (a rating's created_at, a
+comparison's voted_at). Only live ratings and voted comparisons count, and only replies
+that are final (completed or cut off); replies still streaming or failed are left out.
+
+`count_events` and `last_vote_at` are the cheap reads the scheduler polls.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, func, select
+from sqlalchemy.orm import Session, aliased
+
+from service.db.models import (
+    Comparison,
+    ComparisonChoice,
+    Generation,
+    GenerationStatus,
+    PolicyVersion,
+    Rating,
+)
+from service.feedback.export import FINISHED, as_utc
+from trainer.records import ComparisonVote, Messages, RatingVote, Reply, Snapshot, messages
+
+BATCH_ROWS = 500
+
+
+def _window(column: Any, start: datetime | None, end: datetime) -> list[ColumnElement[bool]]:
+    # Bound as UTC: SQLite stores the UTC wall clock and ignores offsets in parameters.
+    conds: list[ColumnElement[bool]] = [column < end]
+    if start is not None:
+        conds.append(column >= start)
+    return conds
+
+
+def _finished(status: Any, finish_reason: str | None) -> bool:
+    return GenerationStatus(status) is GenerationStatus.COMPLETED and finish_reason == "stop"
+
+
+class _Replies:
+    """One `Reply` per generation id, shared by every vote on it."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, Reply] = {}
+        self._prompts: dict[Messages, Messages] = {}
+
+    def get(
+        self, gid: str, prompt: Any, text: str, version: str, status: Any, reason: str | None
+    ) -> Reply:
+        reply = self._by_id.get(gid)
+        if reply is None:
+            msgs = messages(prompt)
+            # Equal prompts share one tuple: less memory, and dict lookups hit identity first.
+            msgs = self._prompts.setdefault(msgs, msgs)
+            reply = Reply(gid, msgs, text, version, _finished(status, reason))
+            self._by_id[gid] = reply
+        return reply
+
+
+def _ratings(
+    session: Session, replies: _Replies, start: datetime | None, end: datetime
+) -> list[RatingVote]:
+    stmt = (
+        select(
+            Rating.id,
+            Rating.user_id,
+            Rating.value,
+            Rating.created_at,
+            Generation.id.label("gid"),
+            Generation.prompt,
+            Generation.text,
+            Generation.status,
+            Generation.finish_reason,
+            PolicyVersion.name.label("version"),
+        )
+        .join(Generation, Generation.id == Rating.generation_id)
+        .join(PolicyVersion, PolicyVersion.id == Generation.policy_version_id)
+        .where(Rating.live.is_(True), Generation.status.in_(FINISHED))
+        .where(*_window(Rating.created_at, start, end))
+        .order_by(Rating.created_at, Rating.id)
+        .execution_options(yield_per=BATCH_ROWS)
+    )
+    return [
+        RatingVote(
+            id=r.id,
+            user=str(r.user_id),
+            reply=replies.get(r.gid, r.prompt, r.text, r.version, r.status, r.finish_reason),
+            value=int(r.value),
+            at=as_utc(r.created_at),
+        )
+        for r in session.execute(stmt)
+    ]
+
+
+def _comparisons(
+    session: Session, replies: _Replies, start: datetime | None, end: datetime
+) -> list[ComparisonVote]:
+    ga, gb = aliased(Generation), aliased(Generation)
+    va, vb = aliased(PolicyVersion), aliased(PolicyVersion)
+    stmt = (
+        select(
+            Comparison.id,
+            Comparison.user_id,
+            Comparison.choice,
+            Comparison.voted_at,
+            ga.id.label("a_id"),
+            ga.prompt.label("a_prompt"),
+            ga.text.label("a_text"),
+            ga.status.label("a_status"),
+            ga.finish_reason.label("a_reason"),
+            va.name.label("a_version"),
+            gb.id.label("b_id"),
+            gb.prompt.label("b_prompt"),
+            gb.text.label("b_text"),
+            gb.status.label("b_status"),
+            gb.finish_reason.label("b_reason"),
+            vb.name.label("b_version"),
+        )
+        .join(ga, ga.id == Comparison.generation_a_id)
+        .join(va, va.id == ga.policy_version_id)
+        .join(gb, gb.id == Comparison.generation_b_id)
+        .join(vb, vb.id == gb.policy_version_id)
+        .where(Comparison.choice.is_not(None), Comparison.voted_at.is_not(None))
+        .where(ga.status.in_(FINISHED), gb.status.in_(FINISHED))
+        .where(*_window(Comparison.voted_at, start, end))
+        .order_by(Comparison.voted_at, Comparison.id)
+        .execution_options(yield_per=BATCH_ROWS)
+    )
+    out: list[ComparisonVote] = []
+    for c in session.execute(stmt):
+        a = replies.get(c.a_id, c.a_prompt, c.a_text, c.a_version, c.a_status, c.a_reason)
+        b = replies.get(c.b_id, c.b_prompt, c.b_text, c.b_version, c.b_status, c.b_reason)
+        out.append(
+            ComparisonVote(
+                id=c.id,
+                user=None if c.user_id is None else str(c.user_id),
+                a=a,
+                b=b,
+                choice=ComparisonChoice(c.choice).value,
+                at=as_utc(c.voted_at),
+            )
+        )
+    return out
+
+
+def _prompts(
+    session: Session, start: datetime | None, end: datetime, limit: int
+) -> list[Messages]:
+    # JSON has no equality in PostgreSQL (no DISTINCT), so distinct prompts are picked here,
+    # reading newest first and stopping at `limit`.
+    if limit <= 0:
+        return []
+    stmt = (
+        select(Generation.prompt)
+        .where(Generation.status.in_(FINISHED))
+        .where(*_window(Generation.created_at, start, end))
+        .order_by(Generation.created_at.desc(), Generation.id.desc())
+        .execution_options(yield_per=BATCH_ROWS)
+    )
+    out: list[Messages] = []
+    seen: set[Messages] = set()
+    result = session.execute(stmt)
+    try:
+        for (raw,) in result:
+            msgs = messages(raw)
+            if msgs not in seen:
+                seen.add(msgs)
+                out.append(msgs)
+                if len(out) >= limit:
+                    break
+    finally:
+        result.close()
+    return out
+
+
+def take_snapshot(
+    session: Session,
+    *,
+    since: datetime | None,
+    replay_days: float,
+    now: datetime,
+    max_prompts: int,
+) -> Snapshot:
+    """The votes and prompts of the window [since - replay_days, now), read once.
+
+    `since` None reads everything before `now` (the first round). Ratings: live ones, in
+    vote order. Comparisons: voted ones whose two replies are final, in vote order.
+    Prompts: distinct prompts of final replies created in the window, newest first, at
+    most `max_prompts`. All times in the snapshot are aware UTC.
+    """
+    end = as_utc(now)
+    since_utc = None if since is None else as_utc(since)
+    start = None if since_utc is None else since_utc - timedelta(days=replay_days)
+    replies = _Replies()
+    return Snapshot(
+        ratings=tuple(_ratings(session, replies, start, end)),
+        comparisons=tuple(_comparisons(session, replies, start, end)),
+        prompts=tuple(_prompts(session, start, end, max_prompts)),
+        window_start=start,
+        window_end=end,
+        since=since_utc,
+    )
+
+
+def count_events(session: Session, since: datetime | None) -> int:
+    """Vote events at or after `since` (all when None).
+
+    Every rating row created (a changed vote is a new row; the superseded one still counts
+    as the event it was) plus every comparison voted.
+    """
+    ratings = select(func.count()).select_from(Rating)
+    comparisons = (
+        select(func.count())
+        .select_from(Comparison)
+        .where(Comparison.choice.is_not(None), Comparison.voted_at.is_not(None))
+    )
+    if since is not None:
+        ratings = ratings.where(Rating.created_at >= as_utc(since))
+        comparisons = comparisons.where(Comparison.voted_at >= as_utc(since))
+    return int(session.scalar(ratings) or 0) + int(session.scalar(comparisons) or 0)
+
+
+def last_vote_at(session: Session) -> datetime | None:
+    """The time of the latest vote event (a rating created or a comparison voted), UTC."""
+    times = [
+        session.scalar(select(func.max(Rating.created_at))),
+        session.scalar(select(func.max(Comparison.voted_at))),
+    ]
+    found = [as_utc(t) for t in times if t is not None]
+    return max(found) if found else None
