@@ -79,9 +79,8 @@ def test_describe_round_trips_as_toml(tmp_path: Path) -> None:
 
 
 def test_lock_is_exclusive_and_released(tmp_path: Path) -> None:
-    with TrainingLock(tmp_path):
-        with pytest.raises(LockBusy, match=f"pid {os.getpid()}"):
-            TrainingLock(tmp_path).acquire()
+    with TrainingLock(tmp_path), pytest.raises(LockBusy, match=f"pid {os.getpid()}"):
+        TrainingLock(tmp_path).acquire()
     with TrainingLock(tmp_path) as again:
         assert again.stale is None
 

@@ -1,0 +1,238 @@
+"""What the policy-update algorithms share: prompt batches, rollouts, rewards, the loop.
+
+Every algorithm optimizes the KL-regularized objective of RLHF (Ziegler et al. 2019,
+Stiennon et al. 2020, Ouyang et al. 2022):
+
+    R(x, y) = r_RM(x, y) - kl_coef * KL(y) - unfinished_penalty * [y hit max_new_tokens]
+
+with KL(y) = sum_t log pi(y_t | ...) - log pi_v0(y_t | ...), the sampled per-reply KL to v0
+(the base model: the adapter disabled, whatever adapter training started from). A reply cut
+at the length cap is not a finished reply and is penalized rather than trained as if it
+had ended.
+
+`run` is the loop: draw the round's prompts (shuffled with the seed, cycled when too few),
+and per batch of prompts sample k replies each, score them (`collect`), then hand the
+`Rollout` to the algorithm's `Learner`, which takes its optimizer steps and yields one
+metrics dict per step.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+from trainer.config import PolicyConfig
+from trainer.records import Messages, ProgressFn, no_progress
+from trainer.sampling import (
+    Sample,
+    completion_logprobs,
+    completion_states,
+    reference_logprobs,
+    sample,
+)
+
+# Reward model scores for (prompt, reply) pairs, one float per pair.
+RewardFn = Callable[[Sequence[Messages], Sequence[str]], list[float]]
+
+SAMPLE_BATCH = 16  # rows per generation batch
+SCORE_BATCH = 8  # rows per no-grad log-prob pass
+
+
+@dataclass
+class PolicyResult:
+    """What a policy update did: optimizer steps, replies sampled, metrics per step."""
+
+    steps: int
+    rollouts: int
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class Rollout:
+    """One batch of on-policy samples, scored; tensors carry no graph.
+
+    Samples are prompt-major: k = `group` consecutive samples share a prompt.
+    `hidden` (the last hidden state before each reply token) is kept only when asked for.
+    """
+
+    samples: list[Sample]
+    prompts: list[Messages]  # per sample
+    group: int
+    rm: list[float]
+    logp: list[torch.Tensor]
+    ref_logp: list[torch.Tensor]
+    kl_coef: float
+    unfinished_penalty: float
+    hidden: list[torch.Tensor] | None = None
+
+    def kl(self) -> list[float]:
+        return [float((a - b).sum()) for a, b in zip(self.logp, self.ref_logp, strict=True)]
+
+    def penalty(self) -> list[float]:
+        return [0.0 if s.finished else self.unfinished_penalty for s in self.samples]
+
+    def score(self) -> list[float]:
+        """RM score less the unfinished penalty (no KL): what online DPO ranks by."""
+        return [r - p for r, p in zip(self.rm, self.penalty(), strict=True)]
+
+    def objective(self) -> list[float]:
+        """R = r_RM - kl_coef * KL - penalty, per reply."""
+        return [s - self.kl_coef * k for s, k in zip(self.score(), self.kl(), strict=True)]
+
+    def metrics(self) -> dict[str, float]:
+        n = len(self.samples)
+        kl = self.kl()
+        return {
+            "reward_mean": sum(self.rm) / n,
+            "kl_mean": sum(kl) / n,
+            "objective_mean": sum(self.objective()) / n,
+            "length_mean": sum(len(s.completion_ids) for s in self.samples) / n,
+            "finished_frac": sum(1.0 for s in self.samples if s.finished) / n,
+        }
+
+
+def prompt_batches(
+    prompts: Sequence[Messages], cfg: PolicyConfig, seed: int
+) -> list[list[Messages]]:
+    """The round's prompts in batches of `batch_prompts`: shuffled, cycled to
+    `prompts_per_round`, so there are ceil(prompts_per_round / batch_prompts) batches."""
+    if not prompts:
+        raise ValueError("no prompts to sample rollouts from")
+    if cfg.batch_prompts < 1 or cfg.prompts_per_round < 1:
+        raise ValueError("policy.batch_prompts and policy.prompts_per_round must be >= 1")
+    order = list(prompts)
+    random.Random(seed).shuffle(order)
+    drawn = [order[i % len(order)] for i in range(cfg.prompts_per_round)]
+    return [drawn[i : i + cfg.batch_prompts] for i in range(0, len(drawn), cfg.batch_prompts)]
+
+
+def collect(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[Messages],
+    reward_fn: RewardFn,
+    cfg: PolicyConfig,
+    *,
+    seed: int,
+    hidden: bool = False,
+) -> Rollout:
+    """Sample k replies per prompt, score them with the RM, and take the policy's and v0's
+    log-probs of every reply token (no grad)."""
+    k = cfg.samples_per_prompt
+    samples = sample(
+        model,
+        tokenizer,
+        prompts,
+        k,
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        batch_size=SAMPLE_BATCH,
+        seed=seed,
+    )
+    per_sample = [prompts[s.prompt_index] for s in samples]
+    rm = [float(x) for x in reward_fn(per_sample, [s.text for s in samples])]
+    if len(rm) != len(samples):
+        raise ValueError(f"reward_fn returned {len(rm)} scores for {len(samples)} replies")
+    states: list[torch.Tensor] | None = None
+    with torch.no_grad():
+        if hidden:
+            logp, states = completion_states(model, samples, SCORE_BATCH)
+        else:
+            logp = completion_logprobs(model, samples, SCORE_BATCH)
+    ref = reference_logprobs(model, samples, SCORE_BATCH)
+    return Rollout(
+        samples=samples,
+        prompts=per_sample,
+        group=k,
+        rm=rm,
+        logp=[t.detach() for t in logp],
+        ref_logp=[t.detach() for t in ref],
+        kl_coef=cfg.kl_coef,
+        unfinished_penalty=cfg.unfinished_penalty,
+        hidden=None if states is None else [h.detach().clone() for h in states],
+    )
+
+
+def micro_batches(indices: Sequence[int], size: int) -> Iterator[list[int]]:
+    step = max(1, size)
+    for start in range(0, len(indices), step):
+        yield list(indices[start : start + step])
+
+
+def trainable_parameters(model: Any) -> list[torch.nn.Parameter]:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the policy has no trainable parameters (load it with is_trainable)")
+    return params
+
+
+def make_optimizer(params: Sequence[torch.nn.Parameter], cfg: PolicyConfig) -> Any:
+    return torch.optim.AdamW(list(params), lr=cfg.learning_rate)
+
+
+def optimizer_step(
+    optimizer: Any, params: Sequence[torch.nn.Parameter], cfg: PolicyConfig
+) -> float:
+    """Clip the accumulated gradients, step, clear them; returns the norm before clipping."""
+    norm = torch.nn.utils.clip_grad_norm_(list(params), cfg.max_grad_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(norm)
+
+
+class Learner(Protocol):
+    """One algorithm's update rule, given scored rollouts."""
+
+    steps_per_batch: int  # optimizer steps per rollout batch (for progress totals)
+    needs_hidden: bool  # whether rollouts must keep hidden states (a value head)
+
+    def update(self, rollout: Rollout) -> Iterator[tuple[dict[str, float], bool]]:
+        """Take the steps on one rollout batch; yields (metrics, stepped) after each."""
+        ...
+
+
+def run(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[Messages],
+    reward_fn: RewardFn,
+    cfg: PolicyConfig,
+    learner: Learner,
+    *,
+    seed: int,
+    progress: ProgressFn = no_progress,
+) -> PolicyResult:
+    """Rollouts and updates for one round; leaves the model in eval mode."""
+    batches = prompt_batches(prompts, cfg, seed)
+    total = len(batches) * learner.steps_per_batch
+    result = PolicyResult(steps=0, rollouts=0)
+    done = 0
+    try:
+        for b, batch in enumerate(batches):
+            rollout = collect(
+                model,
+                tokenizer,
+                batch,
+                reward_fn,
+                cfg,
+                seed=seed * 1_000_003 + b,
+                hidden=learner.needs_hidden,
+            )
+            result.rollouts += len(rollout.samples)
+            measured = rollout.metrics()
+            model.train()
+            for metrics, stepped in learner.update(rollout):
+                done += 1
+                result.steps += int(stepped)
+                row = {**measured, **metrics, "batch": float(b), "stepped": float(stepped)}
+                result.history.append(row)
+                progress(done, total, row)
+            model.eval()
+    finally:
+        model.eval()
+    return result
