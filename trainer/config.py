@@ -47,6 +47,12 @@ class DataConfig:
 class RewardConfig:
     lora_r: int = opt(16, "LoRA rank of the reward model's adapter on the policy backbone.")
     lora_alpha: int = opt(32, "LoRA alpha of the reward model.")
+    lora_targets: str = opt(
+        "auto",
+        "Modules the reward model's LoRA adapts (new adapters only): auto (peft's default for "
+        "the architecture: q_proj,v_proj on Llama), all-linear (about 1.6x slower per step "
+        "on 2 cores), or module names separated by commas.",
+    )
     learning_rate: float = opt(2e-4, "AdamW learning rate.")
     epochs: int = opt(2, "Passes over the training pairs.")
     batch_size: int = opt(8, "Pairs per optimizer step.")

@@ -1,0 +1,555 @@
+"""The reward model: Bradley-Terry on users' preference pairs, as a LoRA adapter.
+
+The RM is the policy's backbone loaded as `AutoModelForSequenceClassification` with one
+label (a scalar reward read at the last real token), plus a LoRA adapter of task SEQ_CLS,
+so the adapter artifact carries the new `score` head with it (peft's modules_to_save).
+Everything is fp32: the trainer runs on CPU.
+
+The loss is TRL's `RewardTrainer.compute_loss` (trl/trainer/reward_trainer.py, 1.16):
+
+    loss = -log sigmoid(r_chosen - r_rejected)
+
+here weighted per pair (`Pair.weight`), plus `unpaired_weight` times a logistic loss on
+single thumbs (up wants r > 0, down wants r < 0), which also pins the reward's offset that
+the pairwise loss leaves free. It is written as a small loop of our own rather than through
+`RewardTrainer` so the trainer keeps control of threads, progress reports and checkpoints.
+
+Inputs are the tokenizer's chat template over prompt + assistant reply; a sequence longer
+than `max_length` loses the start of its prompt, never the reply.
+
+`pair_metrics` measures an RM on held-out pairs. Besides accuracy it reports what a
+length-only rule ("the shorter reply wins") scores on the same pairs and the RM's accuracy
+on the pairs where that rule is wrong: an RM on a little data learns length first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from trainer.config import RewardConfig
+from trainer.records import Messages, Pair, ProgressFn, Unpaired, as_chat, no_progress
+
+META_FILE = "reward_model.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTER_CONFIG = "adapter_config.json"
+FORMAT = 1
+MAX_GRAD_NORM = 1.0
+LENGTH_WINDOW = 8  # training batches formed from windows of this many batches sorted by length
+LORA_DROPOUT = 0.05
+_NOTE_ERROR_CHARS = 300
+
+
+class Scorer(Protocol):
+    """Anything that scores replies to prompts; `RewardModel` is one."""
+
+    def score(
+        self, prompts: Sequence[Messages], replies: Sequence[str], batch_size: int = 16
+    ) -> list[float]: ...
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Silence the 'newly initialized score.weight' chatter and progress bars of from_pretrained."""
+    from transformers.utils import logging as hf_logging_module
+
+    hf_logging: Any = hf_logging_module
+    before = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity(logging.ERROR)
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(before)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _load_backbone(base_dir: Path) -> tuple[Any, Any]:
+    """The base model as a 1-label sequence classifier (fp32) and its tokenizer."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
+    pad_id = tokenizer.pad_token_id
+    if pad_id is None:
+        pad_id = tokenizer.eos_token_id
+        tokenizer.pad_token_id = pad_id
+    with _quiet_transformers():
+        model = AutoModelForSequenceClassification.from_pretrained(
+            str(base_dir), num_labels=1, dtype=torch.float32
+        )
+    # The head reads the rightmost token that is not pad_token_id: with right padding that
+    # is the last real token (SmolLM2's template ends a reply with "<|im_end|>\n").
+    model.config.pad_token_id = pad_id
+    return model, tokenizer
+
+
+def _targets(spec: str) -> str | list[str] | None:
+    """RewardConfig.lora_targets as peft's target_modules (None: peft's default)."""
+    spec = spec.strip()
+    if spec in ("", "auto"):
+        return None
+    if spec == "all-linear":
+        return spec
+    return [name.strip() for name in spec.split(",") if name.strip()]
+
+
+class RewardModel:
+    """A LoRA reward model on a base model; see the module docstring."""
+
+    def __init__(self, model: Any, tokenizer: Any, base_dir: Path, max_length: int) -> None:
+        self.model = model  # peft.PeftModel over a *ForSequenceClassification
+        self.tokenizer = tokenizer
+        self.base_dir = base_dir
+        self.max_length = max_length
+        self.pad_id: int = int(model.config.pad_token_id)
+
+    # -- construction ------------------------------------------------------------------
+
+    @classmethod
+    def fresh(cls, base_dir: Path, cfg: RewardConfig, seed: int = 0) -> RewardModel:
+        """A new adapter and a new score head (seeded) on the base model."""
+        import torch
+        from peft import LoraConfig, TaskType, get_peft_model
+
+        with torch.random.fork_rng(devices=[]):  # seeded, and the caller's RNG untouched
+            torch.manual_seed(seed)
+            base, tokenizer = _load_backbone(base_dir)
+            lora = LoraConfig(
+                task_type=TaskType.SEQ_CLS,
+                r=cfg.lora_r,
+                lora_alpha=cfg.lora_alpha,
+                lora_dropout=LORA_DROPOUT,
+                target_modules=_targets(cfg.lora_targets),
+            )
+            model = get_peft_model(base, lora)
+        model.eval()
+        return cls(model, tokenizer, base_dir, cfg.max_length)
+
+    @classmethod
+    def _from_artifact(
+        cls, path: Path, base_dir: Path, max_length: int | None, trainable: bool
+    ) -> RewardModel:
+        """Load a saved RM, refusing one whose weights do not match the adapter exactly."""
+        from peft import PeftModel, get_peft_model_state_dict
+        from safetensors import safe_open
+
+        meta = json.loads((path / META_FILE).read_text())
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"unknown reward model format {meta.get('format')!r}")
+        for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):  # else peft would ask the Hub
+            if not (path / name).is_file():
+                raise FileNotFoundError(f"no {name} in {path}")
+        base, tokenizer = _load_backbone(base_dir)
+        with _quiet_transformers():
+            model = PeftModel.from_pretrained(base, str(path), is_trainable=trainable)
+        # peft only warns about missing keys; a partial adapter is not the previous RM.
+        with safe_open(str(path / ADAPTER_WEIGHTS), framework="pt") as f:
+            saved = set(f.keys())
+        expected = set(get_peft_model_state_dict(model).keys())
+        if saved != expected:
+            missing = sorted(expected - saved)[:3]
+            extra = sorted(saved - expected)[:3]
+            raise ValueError(f"adapter weights do not match: missing {missing}, unexpected {extra}")
+        model.eval()
+        length = int(meta["max_length"]) if max_length is None else max_length
+        return cls(model, tokenizer, base_dir, length)
+
+    @classmethod
+    def create(
+        cls, base_dir: Path, cfg: RewardConfig, previous: Path | None, seed: int = 0
+    ) -> tuple[RewardModel, str]:
+        """The RM to train this round, and a line for the run log saying where it came from.
+
+        Warm-starts from `previous` when `cfg.warm_start` and it loads (its adapter shape is
+        kept; `cfg.max_length` applies); anything wrong with it gives a fresh model instead.
+        """
+        if previous is None or not cfg.warm_start:
+            why = "no previous reward model" if previous is None else "warm_start is off"
+            return cls.fresh(base_dir, cfg, seed), f"fresh ({why})"
+        try:
+            rm = cls._from_artifact(Path(previous), base_dir, cfg.max_length, trainable=True)
+        except Exception as e:  # any broken artifact: start over, never fail the round
+            error = " ".join(f"{type(e).__name__}: {e}".split())
+            if len(error) > _NOTE_ERROR_CHARS:
+                error = error[: _NOTE_ERROR_CHARS - 3] + "..."
+            note = f"fresh: previous reward model at {previous} could not be loaded ({error})"
+            return cls.fresh(base_dir, cfg, seed), note
+        return rm, f"warm-started from {previous}"
+
+    @classmethod
+    def load(cls, path: Path, base_dir: Path | None = None) -> RewardModel:
+        """A saved RM for scoring; its base model is the one recorded at save time."""
+        path = Path(path)
+        if base_dir is None:
+            base_dir = Path(json.loads((path / META_FILE).read_text())["base_model"])
+        rm = cls._from_artifact(path, base_dir, None, trainable=False)
+        for p in rm.model.parameters():
+            p.requires_grad_(False)
+        return rm
+
+    def save(self, dest: Path) -> None:
+        """Adapter + score head + reward_model.json into `dest` (the caller makes it atomic)."""
+        dest = Path(dest)
+        dest.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(str(dest))
+        meta = {
+            "format": FORMAT,
+            "kind": "bradley_terry_lora",
+            "base_model": str(Path(self.base_dir).resolve()),
+            "max_length": self.max_length,
+            "pad_token_id": self.pad_id,
+        }
+        (dest / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+
+    # -- inputs ------------------------------------------------------------------------
+
+    def _head(self, prompt: Messages) -> tuple[str, list[int]]:
+        """The prompt rendered up to the assistant's turn, and its token ids."""
+        text: str = self.tokenizer.apply_chat_template(
+            as_chat(prompt), tokenize=False, add_generation_prompt=True
+        )
+        ids: list[int] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return text, ids
+
+    def encode(
+        self, prompt: Messages, reply: str, head: tuple[str, list[int]] | None = None
+    ) -> list[int]:
+        """Token ids of prompt + reply in the chat template, at most max_length.
+
+        Too long: the prompt loses tokens from its start; a reply longer than max_length on
+        its own keeps its first max_length tokens.
+        """
+        head_text, head_ids = head if head is not None else self._head(prompt)
+        chat = [*as_chat(prompt), {"role": "assistant", "content": reply}]
+        full: str = self.tokenizer.apply_chat_template(chat, tokenize=False)
+        if not full.startswith(head_text):  # an unusual template: cut the whole from the left
+            ids: list[int] = self.tokenizer(full, add_special_tokens=False)["input_ids"]
+            return ids[-self.max_length :]
+        reply_ids: list[int] = self.tokenizer(full[len(head_text) :], add_special_tokens=False)[
+            "input_ids"
+        ]
+        room = self.max_length - len(reply_ids)
+        kept = head_ids[-room:] if room > 0 else []
+        return (kept + reply_ids)[: self.max_length]
+
+    def _encode_all(self, prompts: Sequence[Messages], replies: Sequence[str]) -> list[list[int]]:
+        if len(prompts) != len(replies):
+            raise ValueError(f"{len(prompts)} prompts but {len(replies)} replies")
+        cache: dict[Messages, tuple[str, list[int]]] = {}
+        out = []
+        for prompt, reply in zip(prompts, replies, strict=True):
+            if prompt not in cache:
+                cache[prompt] = self._head(prompt)
+            out.append(self.encode(prompt, reply, cache[prompt]))
+        return out
+
+    def _forward(self, seqs: Sequence[list[int]]) -> Any:
+        """Rewards (a 1-d tensor) of token sequences, right-padded to the longest."""
+        import torch
+
+        device = next(self.model.parameters()).device
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+            mask[i, : len(s)] = 1
+        out = self.model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
+        return out.logits[:, 0].float()
+
+    # -- scoring -----------------------------------------------------------------------
+
+    def score(
+        self, prompts: Sequence[Messages], replies: Sequence[str], batch_size: int = 16
+    ) -> list[float]:
+        """The reward of each reply to its prompt (no grad; batches of similar length)."""
+        import torch
+
+        seqs = self._encode_all(prompts, replies)
+        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+        scores = [0.0] * len(seqs)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                for start in range(0, len(order), max(1, batch_size)):
+                    idx = order[start : start + max(1, batch_size)]
+                    values = self._forward([seqs[i] for i in idx]).tolist()
+                    for i, v in zip(idx, values, strict=True):
+                        scores[i] = float(v)
+        finally:
+            self.model.train(was_training)
+        return scores
+
+
+# -- training ------------------------------------------------------------------------------
+
+
+def _chunks(
+    lengths: Sequence[int], n_steps: int, rng: random.Random, window: int = 1
+) -> list[list[int]]:
+    """Indices of `lengths` in n_steps nearly equal chunks, in random order.
+
+    A seeded shuffle, then (window > 1) each run of `window` chunks' worth sorted by length
+    so a chunk pads little, then the chunks shuffled: every item once.
+    """
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    per_chunk = max(1, math.ceil(len(order) / n_steps))
+    if window > 1:
+        run = per_chunk * window
+        order = [
+            i
+            for start in range(0, len(order), run)
+            for i in sorted(order[start : start + run], key=lambda i: lengths[i])
+        ]
+    edges = [(len(order) * k) // n_steps for k in range(n_steps + 1)]
+    chunks = [order[edges[k] : edges[k + 1]] for k in range(n_steps)]
+    rng.shuffle(chunks)
+    return chunks
+
+
+def train_reward_model(
+    rm: RewardModel,
+    pairs: Sequence[Pair],
+    unpaired: Sequence[Unpaired],
+    cfg: RewardConfig,
+    *,
+    seed: int = 0,
+    progress: ProgressFn = no_progress,
+) -> dict[str, float]:
+    """Fit the RM: weighted Bradley-Terry on pairs plus the weighted logistic loss on thumbs.
+
+    Each epoch visits every pair once, in a seeded shuffle, about `cfg.batch_size` pairs a
+    step, batched with pairs of similar length (less padding). Single thumbs (when
+    `cfg.unpaired_weight` > 0) are spread over the same steps, at most 2 * batch_size a step
+    (more steps when there are many). One forward pass per step carries chosen, rejected
+    and unpaired replies together. Dropout is seeded with `seed` (torch's global RNG).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    use_unpaired = list(unpaired) if cfg.unpaired_weight > 0 else []
+    n_p, n_u = len(pairs), len(use_unpaired)
+    batch = max(1, cfg.batch_size)
+    per_epoch = max(math.ceil(n_p / batch), math.ceil(n_u / (2 * batch)))
+    total = per_epoch * max(0, cfg.epochs)
+    started = time.monotonic()
+    if total == 0:
+        rm.model.eval()
+        return {
+            "steps": 0.0,
+            "loss_first": 0.0,
+            "loss_last": 0.0,
+            "seconds": 0.0,
+            "pairs": float(n_p),
+            "unpaired": float(n_u),
+        }
+
+    pair_seqs = list(
+        zip(
+            rm._encode_all([p.prompt for p in pairs], [p.chosen for p in pairs]),
+            rm._encode_all([p.prompt for p in pairs], [p.rejected for p in pairs]),
+            strict=True,
+        )
+    )
+    unp_seqs = rm._encode_all(
+        [u.prompt for u in use_unpaired], [u.completion for u in use_unpaired]
+    )
+    pair_lengths = [max(len(c), len(r)) for c, r in pair_seqs]
+    weights = [float(p.weight) for p in pairs]
+    signs = [1.0 if u.label else -1.0 for u in use_unpaired]
+
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    params = [p for p in rm.model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the reward model has no trainable parameters (loaded for scoring?)")
+    optim = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
+    rm.model.train()
+    losses: list[float] = []
+    accs: list[float] = []
+    step = 0
+    try:
+        for _ in range(cfg.epochs):
+            # Pairs batch by length (a pair's loss compares its own two replies); thumbs
+            # do not: sorted, a batch's labels would follow its length.
+            p_chunks = _chunks(pair_lengths, per_epoch, rng, LENGTH_WINDOW)
+            u_chunks = _chunks([len(s) for s in unp_seqs], per_epoch, rng)
+            for pi, ui in zip(p_chunks, u_chunks, strict=True):
+                seqs = (
+                    [pair_seqs[i][0] for i in pi]
+                    + [pair_seqs[i][1] for i in pi]
+                    + [unp_seqs[i] for i in ui]
+                )
+                rewards = rm._forward(seqs)
+                loss = rewards.new_zeros(())
+                metrics: dict[str, float] = {}
+                if pi:
+                    margin = rewards[: len(pi)] - rewards[len(pi) : 2 * len(pi)]
+                    w = torch.tensor([weights[i] for i in pi], dtype=rewards.dtype)
+                    loss = loss + (w * -F.logsigmoid(margin)).sum() / len(pi)
+                    acc = ((margin > 0).float() + 0.5 * (margin == 0).float()).mean().item()
+                    accs.append(acc)
+                    metrics["accuracy"] = acc
+                if ui:
+                    s = torch.tensor([signs[i] for i in ui], dtype=rewards.dtype)
+                    unp_loss = F.softplus(-s * rewards[2 * len(pi) :]).mean()
+                    loss = loss + cfg.unpaired_weight * unp_loss
+                    metrics["unpaired_loss"] = unp_loss.item()
+                optim.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
+                optim.step()
+                step += 1
+                losses.append(loss.item())
+                metrics["loss"] = losses[-1]
+                progress(step, total, metrics)
+    finally:
+        optim.zero_grad(set_to_none=True)
+        rm.model.eval()
+
+    seconds = time.monotonic() - started
+    few = max(1, min(5, len(losses) // 3))
+    out = {
+        "steps": float(step),
+        "loss_first": sum(losses[:few]) / few,
+        "loss_last": sum(losses[-few:]) / few,
+        "seconds": seconds,
+        "pairs": float(n_p),
+        "unpaired": float(n_u),
+        "pairs_per_second": n_p * cfg.epochs / seconds if seconds > 0 else 0.0,
+    }
+    if accs:
+        tail = accs[-few:]
+        out["accuracy_last"] = sum(tail) / len(tail)
+    return out
+
+
+# -- evaluation ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Scored:
+    pair: Pair
+    chosen: float
+    rejected: float
+
+
+def _win(d: float) -> float:
+    return 1.0 if d > 0 else 0.5 if d == 0 else 0.0
+
+
+def _sigmoid(x: float) -> float:
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    z = math.exp(x)
+    return z / (1.0 + z)
+
+
+def _pearson(xs: Sequence[float], ys: Sequence[float]) -> float:
+    n = len(xs)
+    if n < 2:
+        return 0.0
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
+    sxx = sum((x - mx) ** 2 for x in xs)
+    syy = sum((y - my) ** 2 for y in ys)
+    if sxx <= 0 or syy <= 0:
+        return 0.0
+    return sxy / math.sqrt(sxx * syy)
+
+
+def _ece(probs_chosen: Sequence[float], bins: int = 10) -> float:
+    """Expected calibration error of P(chosen wins), over both orientations of every pair.
+
+    A pair with p = sigmoid(r_c - r_r) counts as (p, outcome 1) and (1 - p, outcome 0), so
+    the predictions cover [0, 1] and a model that is right 80% of the time it says 0.8
+    scores 0.
+    """
+    counts = [0] * bins
+    sum_p = [0.0] * bins
+    sum_y = [0.0] * bins
+    for p in probs_chosen:
+        for q, y in ((p, 1.0), (1.0 - p, 0.0)):
+            b = min(int(q * bins), bins - 1)
+            counts[b] += 1
+            sum_p[b] += q
+            sum_y[b] += y
+    n = sum(counts)
+    if n == 0:
+        return 0.0
+    return sum(abs(sum_y[b] - sum_p[b]) for b in range(bins) if counts[b]) / n
+
+
+def metrics_from_scores(
+    pairs: Sequence[Pair],
+    chosen_scores: Sequence[float],
+    rejected_scores: Sequence[float],
+    since: datetime | None,
+) -> dict[str, float]:
+    """Held-out metrics of an RM from its scores of each pair's chosen and rejected reply.
+
+    Tie pairs (source "tie") are left out. Keys: n, accuracy (score ties count half),
+    new_n and new_pair_accuracy (pairs with at >= since; every pair when since is None;
+    accuracy omitted when new_n is 0), ece and brier of sigmoid(r_c - r_r), mean_margin,
+    length_baseline_accuracy ("the shorter reply wins", by characters, ties half),
+    length_controlled_n and length_controlled_accuracy (RM accuracy where the chosen reply
+    is not the shorter one; omitted when there is none), length_corr (Pearson of score and
+    characters over every reply; 0 when undefined). With no pairs only n and new_n (0).
+    """
+    if not len(pairs) == len(chosen_scores) == len(rejected_scores):
+        raise ValueError("pairs and scores differ in length")
+    rows = [
+        _Scored(p, float(c), float(r))
+        for p, c, r in zip(pairs, chosen_scores, rejected_scores, strict=True)
+        if p.source != "tie"
+    ]
+    n = len(rows)
+    new = [x for x in rows if since is None or x.pair.at >= since]
+    out: dict[str, float] = {"n": float(n), "new_n": float(len(new))}
+    if n == 0:
+        return out
+    wins = [_win(x.chosen - x.rejected) for x in rows]
+    out["accuracy"] = sum(wins) / n
+    if new:
+        out["new_pair_accuracy"] = sum(_win(x.chosen - x.rejected) for x in new) / len(new)
+    probs = [_sigmoid(x.chosen - x.rejected) for x in rows]
+    out["ece"] = _ece(probs)
+    out["brier"] = sum((1.0 - p) ** 2 for p in probs) / n
+    out["mean_margin"] = sum(x.chosen - x.rejected for x in rows) / n
+    out["length_baseline_accuracy"] = (
+        sum(_win(len(x.pair.rejected) - len(x.pair.chosen)) for x in rows) / n
+    )
+    controlled = [
+        w for x, w in zip(rows, wins, strict=True) if len(x.pair.chosen) >= len(x.pair.rejected)
+    ]
+    out["length_controlled_n"] = float(len(controlled))
+    if controlled:
+        out["length_controlled_accuracy"] = sum(controlled) / len(controlled)
+    scores = [x.chosen for x in rows] + [x.rejected for x in rows]
+    lengths = [float(len(x.pair.chosen)) for x in rows] + [
+        float(len(x.pair.rejected)) for x in rows
+    ]
+    out["length_corr"] = _pearson(scores, lengths)
+    return out
+
+
+def pair_metrics(rm: Scorer, pairs: Sequence[Pair], since: datetime | None) -> dict[str, float]:
+    """`metrics_from_scores` of `rm` on the pairs (tie pairs are not scored)."""
+    kept = [p for p in pairs if p.source != "tie"]
+    prompts = [p.prompt for p in kept]
+    scores = rm.score(prompts + prompts, [p.chosen for p in kept] + [p.rejected for p in kept])
+    return metrics_from_scores(kept, scores[: len(kept)], scores[len(kept) :], since)
