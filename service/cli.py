@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -159,11 +160,72 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from trainer.config import ConfigError, describe, load_config
+
+    try:
+        cfg = load_config(args.config, args.set)
+    except ConfigError as e:
+        print(f"loopchat train: {e}", file=sys.stderr)
+        return 2
+    if args.show_config:
+        print(describe(cfg), end="")
+        return 0
+    if not (args.once or args.schedule):
+        print("loopchat train: say --once or --schedule", file=sys.stderr)
+        return 2
+    from trainer.entry import run_trainer
+
+    return run_trainer(_settings(args), cfg, schedule=args.schedule)
+
+
+def _trainer_process(args: argparse.Namespace) -> subprocess.Popen[bytes]:
+    """`loopchat train --schedule` as a child process, with this command's options."""
+    argv = [sys.executable, "-m", "service"]
+    if args.env_file is not None:
+        argv += ["--env-file", str(args.env_file)]
+    argv += ["train", "--schedule"]
+    for key in ("data_dir", "database_url", "model", "host", "port"):
+        value = getattr(args, key, None)
+        if value is not None:
+            argv += [f"--{key.replace('_', '-')}", str(value)]
+    for item in getattr(args, "train_set", None) or []:
+        argv += ["--set", item]
+    return subprocess.Popen(argv)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    """Everything on embedded defaults: prepare the model once, then serve."""
+    """Everything on embedded defaults: prepare the model once, then serve and train."""
     if cmd_prepare(args) != 0:
         return 2
-    return cmd_serve(args)
+    trainer = None if args.no_trainer else _trainer_process(args)
+    try:
+        return cmd_serve(args)
+    finally:
+        if trainer is not None:
+            trainer.terminate()
+            try:
+                trainer.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                trainer.kill()
+
+
+def cmd_bench_train(args: argparse.Namespace) -> int:
+    from trainer.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(args.config, args.set)
+    except ConfigError as e:
+        print(f"loopchat bench train: {e}", file=sys.stderr)
+        return 2
+    settings = _settings(args)
+    if settings.model is None:
+        from service.modelstore import prepare_bundled
+
+        prepare_bundled(settings.resolved_model_dir)
+    from trainer.bench import run_bench_train
+
+    return run_bench_train(settings.resolved_model_dir, cfg, args.events)
 
 
 def cmd_bench_serve(args: argparse.Namespace) -> int:
@@ -197,8 +259,14 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--host")
         sp.add_argument("--port", type=int)
 
-    sp = sub.add_parser("run", help="prepare the model and serve everything on embedded defaults")
+    sp = sub.add_parser(
+        "run", help="prepare the model, serve, and train on a schedule (embedded defaults)"
+    )
     server(sp)
+    sp.add_argument("--no-trainer", action="store_true", help="serve only")
+    sp.add_argument(
+        "--train-set", action="append", metavar="SECTION.FIELD=VALUE", help="trainer setting"
+    )
     sp.set_defaults(func=cmd_run)
     sp = sub.add_parser("serve", help="start the API server")
     server(sp)
@@ -210,6 +278,23 @@ def build_parser() -> argparse.ArgumentParser:
     sp = model.add_parser("prepare", help="materialize the bundled model and register it as v0")
     common(sp)
     sp.set_defaults(func=cmd_prepare)
+
+    sp = sub.add_parser("train", help="iterated online RLHF rounds from the stored votes")
+    server(sp)  # host/port: the server to notify of new candidates
+    mode = sp.add_mutually_exclusive_group()
+    mode.add_argument("--once", action="store_true", help="run one round now")
+    mode.add_argument("--schedule", action="store_true", help="run rounds as votes arrive")
+    sp.add_argument("--config", type=Path, help="TOML file of trainer settings")
+    sp.add_argument(
+        "--set",
+        action="append",
+        metavar="SECTION.FIELD=VALUE",
+        help="override one setting, e.g. --set policy.algorithm=ppo (repeatable)",
+    )
+    sp.add_argument(
+        "--show-config", action="store_true", help="print every setting with its help and exit"
+    )
+    sp.set_defaults(func=cmd_train)
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(
         dest="bench_cmd", required=True
@@ -250,6 +335,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--max-tokens", type=int, default=64)
     sp.add_argument("--requests-per-stream", type=int, default=1)
     sp.set_defaults(func=cmd_bench_serve)
+
+    sp = bench.add_parser("train", help="one training round per data size, timed by phase")
+    common(sp)
+    sp.add_argument("--events", type=int, nargs="+", default=[100, 300, 1000])
+    sp.add_argument("--config", type=Path, help="TOML file of trainer settings")
+    sp.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE")
+    sp.set_defaults(func=cmd_bench_train)
     return p
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -119,3 +120,93 @@ class FakeEngine:
                 yield Delta(text, 1, reason)
         finally:
             self.active -= 1
+
+
+# -- a tiny model that talks: for end-to-end training rounds -------------------------------
+
+GOOD_WORDS = ("sunny", "bright", "happy", "warm", "kind", "gentle", "calm", "sweet")
+BAD_WORDS = ("cold", "dark", "sad", "grim", "harsh", "bitter", "rough", "dull")
+TALK_PROMPTS = tuple(
+    f"{verb} {thing}."
+    for verb in ("Tell me about", "Describe", "Say something on", "Write a line about")
+    for thing in ("the sea", "my day", "winter", "a cat", "the city", "music", "a friend")
+)
+TINY_TALKER_CACHE = TINY_CACHE.parent / "tiny-talker"
+
+
+def talk_reply(rng: random.Random, good_share: float = 0.5) -> str:
+    """A reply of 4-9 words, each good with probability `good_share`."""
+    n = rng.randint(4, 9)
+    words = [rng.choice(GOOD_WORDS if rng.random() < good_share else BAD_WORDS) for _ in range(n)]
+    return " ".join(words).capitalize() + "."
+
+
+def good_share(text: str) -> float:
+    """The gold property of the end-to-end tests: the share of good words in a reply."""
+    words = [w.strip(".,!?").lower() for w in text.split()]
+    known = [w for w in words if w in GOOD_WORDS or w in BAD_WORDS]
+    return sum(w in GOOD_WORDS for w in known) / len(known) if known else 0.0
+
+
+def build_tiny_talker(dest: Path) -> Path:
+    """The tiny random model, fine-tuned for a few seconds to answer TALK_PROMPTS with
+    replies of GOOD_WORDS and BAD_WORDS, each reply in its own mood (share of good words),
+    ending with the EOS token.
+
+    A random model never ends a reply and spreads over 49k tokens, so a training round on
+    it could not show a policy moving toward a preference; this one can. Cached like the
+    tiny model.
+    """
+    if not (TINY_TALKER_CACHE / "config.json").is_file():
+        _build_talker(TINY_TALKER_CACHE)
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(TINY_TALKER_CACHE, dest)
+    return dest
+
+
+def _build_talker(out: Path) -> None:
+    import tempfile
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    src = build_tiny_model(out.parent / ".talker-src")
+    tok = AutoTokenizer.from_pretrained(str(src))
+    model = AutoModelForCausalLM.from_pretrained(str(src))
+    rng = random.Random(0)
+    torch.manual_seed(0)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(120):
+        ids, labels = [], []
+        for _ in range(16):
+            prompt = tok.apply_chat_template(
+                [{"role": "user", "content": rng.choice(TALK_PROMPTS)}],
+                tokenize=False,
+                add_generation_prompt=True,
+            )
+            p = tok.encode(prompt, add_special_tokens=False)
+            # Each reply has its own mood (share of good words), so the model carries the
+            # mood along the reply: a feature a reward model can read and a policy can shift.
+            text = talk_reply(rng, good_share=rng.random())
+            r = [*tok.encode(text, add_special_tokens=False), tok.eos_token_id]
+            ids.append(p + r)
+            labels.append([-100] * len(p) + r)
+        width = max(map(len, ids))
+        pad = tok.eos_token_id
+        x = torch.tensor([s + [pad] * (width - len(s)) for s in ids])
+        y = torch.tensor([s + [-100] * (width - len(s)) for s in labels])
+        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in ids])
+        loss = model(input_ids=x, attention_mask=mask, labels=y).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    model.eval()
+    tmp = Path(tempfile.mkdtemp(dir=out.parent))
+    model.save_pretrained(str(tmp))
+    tok.save_pretrained(str(tmp))
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    shutil.rmtree(src, ignore_errors=True)

@@ -217,8 +217,7 @@ def test_dedupe_unpaired_merges_identical_keeping_latest_time() -> None:
 def test_heldout_split_is_stable_and_close_to_the_fraction() -> None:
     rng = random.Random(1234)
     prompts = [
-        (("user", "".join(rng.choices("abcdefghij ", k=rng.randint(1, 40)))),)
-        for _ in range(1000)
+        (("user", "".join(rng.choices("abcdefghij ", k=rng.randint(1, 40)))),) for _ in range(1000)
     ]
     sides = [is_heldout(p, 0.2) for p in prompts]
     assert sides == [is_heldout(p, 0.2) for p in prompts]  # same answer every call

@@ -212,8 +212,8 @@ def dedupe_pairs(pairs: Iterable[Pair]) -> list[Pair]:
     for p in pairs:
         key = (p.prompt, p.chosen, p.rejected, p.source)
         old = merged.get(key)
-        merged[key] = p if old is None else replace(
-            old, weight=old.weight + p.weight, at=max(old.at, p.at)
+        merged[key] = (
+            p if old is None else replace(old, weight=old.weight + p.weight, at=max(old.at, p.at))
         )
     return list(merged.values())
 

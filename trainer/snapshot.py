@@ -149,9 +149,7 @@ def _comparisons(
     return out
 
 
-def _prompts(
-    session: Session, start: datetime | None, end: datetime, limit: int
-) -> list[Messages]:
+def _prompts(session: Session, start: datetime | None, end: datetime, limit: int) -> list[Messages]:
     # JSON has no equality in PostgreSQL (no DISTINCT), so distinct prompts are picked here,
     # reading newest first and stopping at `limit`.
     if limit <= 0:

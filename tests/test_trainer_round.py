@@ -1,0 +1,243 @@
+"""Whole training rounds on a tiny model that talks: votes in, gated candidate out.
+
+The votes prefer one clear property (replies made of "good" words, tests.fakes.good_share).
+A round must learn it in the reward model, move the policy toward it within the KL
+budget, and publish the candidate; bad or missing data must stop the round with a reason;
+a round killed mid-step must leave nothing registered and the next one must run cleanly.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.db.migrate import upgrade
+from service.db.models import PolicyVersion, RewardModel, RunStatus, TrainingRun
+from service.db.repository import ensure_base_version, serving_version
+from service.db.session import make_engine, make_session_factory, session_scope
+from service.domain import VersionStatus
+from tests.fakes import TALK_PROMPTS, build_tiny_talker, good_share, talk_reply
+from trainer.config import TrainConfig, load_config
+from trainer.round import RoundContext, train_once
+from trainer.synthetic import seed_votes
+
+pytestmark = pytest.mark.slow
+
+# Small enough for 2 cores in well under a minute a round, large enough to learn.
+TINY = [
+    "threads=2",
+    "data.heldout_fraction=0.25",
+    "reward.epochs=12",
+    "reward.batch_size=8",
+    "reward.learning_rate=2e-3",
+    "reward.max_length=96",
+    "policy.algorithm=rloo",
+    "policy.prompts_per_round=96",
+    "policy.batch_prompts=8",
+    "policy.samples_per_prompt=4",
+    "policy.max_new_tokens=16",
+    "policy.learning_rate=1.5e-3",
+    "policy.kl_coef=0.02",
+    "evaluation.max_new_tokens=16",
+    "evaluation.samples_per_prompt=8",
+    "evaluation.temperature=1.0",
+]
+
+
+@pytest.fixture(scope="session")
+def talker_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_talker(tmp_path_factory.mktemp("models") / "talker")
+
+
+@pytest.fixture
+def ctx(tmp_path: Path, talker_dir: Path) -> Iterator[RoundContext]:
+    engine = make_engine(f"sqlite:///{tmp_path / 'loopchat.db'}")
+    upgrade(engine)
+    sessions = make_session_factory(engine)
+    with session_scope(sessions) as s:
+        ensure_base_version(s, talker_dir)
+    yield RoundContext(sessions, tmp_path / "artifacts", tmp_path)
+    engine.dispose()
+
+
+def varied_reply(rng: random.Random) -> str:
+    """Replies anywhere from all bad words to all good ones."""
+    return talk_reply(rng, good_share=rng.random())
+
+
+def seed(sessions: sessionmaker[Session], events: int, **kw: object) -> None:
+    seed_votes(
+        sessions,
+        events=events,
+        prompts=TALK_PROMPTS,
+        reply=varied_reply,
+        gold=good_share,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def config(*extra: str) -> TrainConfig:
+    return load_config(None, [*TINY, *extra])
+
+
+def mean_good_share(model_dir: Path, adapter: Path | None) -> float:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trainer.records import messages
+    from trainer.sampling import sample
+
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir))
+    if adapter is not None:
+        model = PeftModel.from_pretrained(model, str(adapter))
+    prompts = [messages([{"role": "user", "content": p}]) for p in TALK_PROMPTS]
+    replies = sample(model, tok, prompts, 6, max_new_tokens=16, temperature=1.0, seed=123)
+    return sum(good_share(r.text) for r in replies) / len(replies)
+
+
+def test_a_round_learns_the_preference_and_publishes_a_candidate(
+    ctx: RoundContext, talker_dir: Path
+) -> None:
+    seed(ctx.sessions, 600)
+    outcome = train_once(ctx, config())
+    assert outcome.status is RunStatus.SUCCEEDED, outcome.reason
+    assert outcome.version == "v1"
+
+    with session_scope(ctx.sessions) as s:
+        run = s.get_one(TrainingRun, outcome.run_id)
+        rm = s.get_one(RewardModel, run.reward_model_id)
+        v1 = s.scalars(select(PolicyVersion).where(PolicyVersion.name == "v1")).one()
+        serving = serving_version(s)
+        assert serving is not None and serving.name == "v0"  # a candidate is not served yet
+        assert v1.status is VersionStatus.CANDIDATE and v1.parent_id == serving.id
+        assert Path(v1.artifact_uri).is_dir() and Path(rm.artifact_uri).is_dir()
+        # The reward model learned the property.
+        assert rm.heldout_accuracy is not None and rm.heldout_accuracy >= 0.75
+        ev = run.metrics["evaluation"]
+        assert ev["win_rate"] >= 0.55
+        assert 0 <= ev["kl_candidate"] <= 6.0
+        assert v1.metrics["win_rate"] == ev["win_rate"]
+        assert "check_win_rate" in ev  # the second RM looked too
+        assert run.counts["train_pairs"] > 0 and run.counts["heldout_pairs"] > 0
+        assert set(run.metrics["phase_seconds"]) >= {"data", "reward", "policy", "evaluate"}
+        assert len(run.metrics["steps"]["policy"]) == 12  # 96 prompts / 8 per step
+        assert "phase policy" in run.logs and run.status is RunStatus.SUCCEEDED
+
+    # The candidate's replies moved toward the preference (judged by the gold function).
+    before = mean_good_share(talker_dir, None)
+    after = mean_good_share(talker_dir, Path(v1.artifact_uri))
+    assert after >= before + 0.05, (before, after)
+
+    # No new votes: the next round says so and changes nothing.
+    again = train_once(ctx, config())
+    assert again.status is RunStatus.STOPPED
+    assert "no new preference pairs" in (again.reason or "")
+
+    # New votes: the next round warm-starts its RM from the last one.
+    seed(ctx.sessions, 60, seed=1)
+    third = train_once(ctx, config("evaluation.min_win_rate=0.0"))
+    assert third.status in (RunStatus.SUCCEEDED, RunStatus.REJECTED), third.reason
+    with session_scope(ctx.sessions) as s:
+        logs = s.get_one(TrainingRun, third.run_id).logs
+    assert "reward model: warm-started from" in logs
+
+
+@pytest.mark.parametrize(
+    "votes, expected",
+    [
+        ({}, "no feedback in the window"),
+        ({"comparison_share": 1.0, "gold": lambda _t: 1.0}, "every comparison was a tie"),
+        ({"comparison_share": 0.0, "gold": lambda _t: 1.0}, "ratings are up"),
+        ({"events": 6}, "data.min_train_pairs is 8"),
+    ],
+)
+def test_bad_data_stops_the_round_with_a_reason(
+    ctx: RoundContext, votes: dict[str, object], expected: str
+) -> None:
+    if votes:
+        kw = {"events": 120, "gold": good_share, **votes}
+        seed_votes(ctx.sessions, prompts=TALK_PROMPTS, reply=varied_reply, **kw)  # type: ignore[arg-type]
+    outcome = train_once(ctx, config())
+    assert outcome.status is RunStatus.STOPPED
+    assert expected in (outcome.reason or "")
+    with session_scope(ctx.sessions) as s:
+        assert [v.name for v in s.scalars(select(PolicyVersion))] == ["v0"]
+        assert s.scalars(select(RewardModel)).all() == []
+
+
+def test_a_weak_reward_model_stops_the_round(ctx: RoundContext) -> None:
+    seed(ctx.sessions, 200, flip=0.5)  # coin-flip labels: nothing to learn
+    outcome = train_once(ctx, config("reward.min_heldout_accuracy=0.9"))
+    assert outcome.status is RunStatus.STOPPED
+    assert "no better than chance" in (outcome.reason or "")
+    with session_scope(ctx.sessions) as s:
+        assert [v.name for v in s.scalars(select(PolicyVersion))] == ["v0"]
+
+
+def test_the_gate_rejects_and_records_why(ctx: RoundContext) -> None:
+    seed(ctx.sessions, 300)
+    outcome = train_once(ctx, config("evaluation.max_kl=0.0001"))
+    assert outcome.status is RunStatus.REJECTED
+    assert "KL to the reference" in (outcome.reason or "")
+    with session_scope(ctx.sessions) as s:
+        v1 = s.scalars(select(PolicyVersion).where(PolicyVersion.name == "v1")).one()
+        assert v1.status is VersionStatus.REJECTED and "KL" in (v1.error or "")
+        assert serving_version(s).name == "v0"  # type: ignore[union-attr]
+
+
+def test_a_round_killed_mid_step_leaves_nothing_registered(
+    ctx: RoundContext, tmp_path: Path, talker_dir: Path
+) -> None:
+    seed(ctx.sessions, 300)
+    env = {**os.environ, "LOOPCHAT_DATA_DIR": str(tmp_path), "LOOPCHAT_MODEL": str(talker_dir)}
+    sets = [a for s in [*TINY, "policy.prompts_per_round=400"] for a in ("--set", s)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service", "train", "--once", *sets],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:  # kill it in the middle of the policy update
+            with session_scope(ctx.sessions) as s:
+                run = s.scalars(select(TrainingRun)).first()
+                progress = (run.metrics or {}).get("progress", {}) if run else {}
+            if progress.get("phase") == "policy" and progress.get("step", 0) >= 1:
+                break
+            assert proc.poll() is None, "the round ended before it could be killed"
+            time.sleep(0.5)
+        else:
+            pytest.fail("the round never reached the policy phase")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    with session_scope(ctx.sessions) as s:
+        assert [v.name for v in s.scalars(select(PolicyVersion))] == ["v0"]
+        assert serving_version(s).name == "v0"  # type: ignore[union-attr]
+        assert s.scalars(select(TrainingRun.status)).all() == [RunStatus.RUNNING]
+
+    outcome = train_once(ctx, config("evaluation.min_win_rate=0.0"))
+    assert outcome.status in (RunStatus.SUCCEEDED, RunStatus.REJECTED), outcome.reason
+    with session_scope(ctx.sessions) as s:
+        first = s.get_one(TrainingRun, 1)
+        assert first.status is RunStatus.FAILED and "died" in (first.reason or "")
+        logs = s.get_one(TrainingRun, outcome.run_id).logs
+    assert "took over the lock" in logs and "marked runs [1] failed" in logs
+    policies = ctx.artifacts / "policies"
+    assert sorted(p.name for p in policies.iterdir()) == [f"v1-run{outcome.run_id}"]

@@ -1,0 +1,116 @@
+"""`loopchat bench train`: one training round timed phase by phase, for several data sizes.
+
+For each size, a throwaway data directory and SQLite database get the configured model
+as v0 and that many synthetic votes (`trainer.synthetic`: everyday prompts, replies of
+one to six sentences, a preference for concise ones). One round then runs with the
+trainer's configuration, and the seconds of every phase come from the run row the round
+wrote, the same figures an operator sees.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from service.db.migrate import upgrade
+from service.db.models import TrainingRun
+from service.db.repository import ensure_base_version
+from service.db.session import make_engine, make_session_factory, session_scope
+from trainer.config import TrainConfig
+from trainer.round import RoundContext, train_once
+from trainer.synthetic import BENCH_PROMPTS, bench_reply, concise, seed_votes
+
+PHASES = ("data", "reward", "check_reward", "policy", "evaluate", "publish")
+
+
+@dataclass(frozen=True)
+class BenchRow:
+    events: int
+    status: str
+    phases: dict[str, float]
+    total: float
+    counts: dict[str, Any]
+    metrics: dict[str, Any]
+
+
+def bench_round(model_dir: Path, cfg: TrainConfig, events: int, seed: int = 0) -> BenchRow:
+    with tempfile.TemporaryDirectory(prefix="loopchat-bench-train-") as tmp:
+        root = Path(tmp)
+        db = make_engine(f"sqlite:///{root / 'bench.db'}")
+        try:
+            upgrade(db)
+            sessions = make_session_factory(db)
+            with session_scope(sessions) as s:
+                ensure_base_version(s, model_dir)
+            seed_votes(
+                sessions,
+                events=events,
+                prompts=BENCH_PROMPTS,
+                reply=bench_reply,
+                gold=concise,
+                flip=0.25,
+                thumbs_threshold=-40.0,
+                seed=seed,
+            )
+            started = time.monotonic()
+            outcome = train_once(RoundContext(sessions, root / "artifacts", root), cfg, "bench")
+            total = time.monotonic() - started
+            with session_scope(sessions) as s:
+                run = s.get_one(TrainingRun, outcome.run_id)
+                metrics = dict(run.metrics)
+                counts = dict(run.counts)
+        finally:
+            db.dispose()
+    phases = {k: float(v) for k, v in metrics.get("phase_seconds", {}).items() if k in PHASES}
+    status = outcome.status.value + (f" ({outcome.reason})" if outcome.reason else "")
+    return BenchRow(events, status, phases, total, counts, metrics)
+
+
+def _fmt(v: Any, digits: int = 1) -> str:
+    return "-" if v is None else f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+def render(rows: Sequence[BenchRow], cfg: TrainConfig) -> str:
+    head = ["events", "pairs", *PHASES, "total s", "RM acc", "win", "KL nats"]
+    lines = [" | ".join(head), " | ".join("---" for _ in head)]
+    for r in rows:
+        ev = r.metrics.get("evaluation", {})
+        rm = r.metrics.get("reward", {})
+        cells = [
+            str(r.events),
+            str(r.counts.get("train_pairs", "-")),
+            *(_fmt(r.phases.get(p)) for p in PHASES),
+            _fmt(r.total),
+            _fmt(rm.get("accuracy"), 3),
+            _fmt(ev.get("win_rate"), 3),
+            _fmt(ev.get("kl_candidate"), 2),
+        ]
+        lines.append(" | ".join(cells))
+    lines.append("")
+    for r in rows:
+        lines.append(f"{r.events} events: {r.status}")
+    p = cfg.policy
+    lines.append(
+        f"config: {p.algorithm}, {p.prompts_per_round} prompts x {p.samples_per_prompt} "
+        f"samples, {p.max_new_tokens} new tokens, RM {cfg.reward.epochs} epochs, "
+        f"{cfg.threads} threads"
+    )
+    return "\n".join(lines)
+
+
+def run_bench_train(model_dir: Path, cfg: TrainConfig, sizes: Sequence[int]) -> int:
+    if not (model_dir / "config.json").is_file():
+        print(f"loopchat bench train: no model at {model_dir}", file=sys.stderr)
+        return 2
+    rows = []
+    for n in sizes:
+        print(f"[bench train] {n} events ...", file=sys.stderr, flush=True)
+        rows.append(bench_round(model_dir, cfg, n))
+        print(render(rows, cfg), file=sys.stderr, flush=True)
+    print(render(rows, cfg))
+    return 0

@@ -1,0 +1,67 @@
+"""What `loopchat train` runs: one round (`--once`) or the schedule (`--schedule`)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from types import FrameType
+
+from service.db.migrate import upgrade
+from service.db.models import RunStatus
+from service.db.session import make_engine, make_session_factory
+from service.identity.auth import resolve_secrets
+from service.settings import Settings
+from trainer.config import TrainConfig
+from trainer.lock import LockBusy
+from trainer.round import RoundContext, train_once
+from trainer.scheduler import Schedule
+
+log = logging.getLogger("loopchat.trainer")
+
+EXIT = {
+    RunStatus.SUCCEEDED: 0,
+    RunStatus.REJECTED: 0,
+    RunStatus.STOPPED: 0,
+    RunStatus.FAILED: 1,
+}
+
+
+def run_trainer(settings: Settings, cfg: TrainConfig, *, schedule: bool) -> int:
+    """Exit code: 0 when the round ended as designed (candidate, rejected or stopped with a
+    reason), 1 when it failed, 3 when another round holds the lock."""
+    if not cfg.notify_url:
+        cfg.notify_url = f"http://{settings.host}:{settings.port}"
+    db = make_engine(settings.resolved_database_url)
+    try:
+        upgrade(db)
+        ctx = RoundContext(
+            sessions=make_session_factory(db),
+            artifacts=settings.artifacts_dir.resolve(),
+            data_dir=settings.data_dir.resolve(),
+            admin_token=resolve_secrets(settings).admin_token,
+        )
+        if not schedule:
+            try:
+                outcome = train_once(ctx, cfg, "manual")
+            except LockBusy as e:
+                print(f"loopchat train: {e}", file=sys.stderr)
+                return 3
+            print(
+                f"round {outcome.run_id}: {outcome.status.value}"
+                + (f", version {outcome.version}" if outcome.version else "")
+                + (f" ({outcome.reason})" if outcome.reason else ""),
+                flush=True,
+            )
+            return EXIT.get(outcome.status, 1)
+        sched = Schedule(ctx, cfg)
+
+        def stop(signum: int, _frame: FrameType | None) -> None:
+            log.info("signal %d: stopping the schedule", signum)
+            sched.stop()
+
+        signal.signal(signal.SIGTERM, stop)
+        sched.run_forever()
+        return 0
+    finally:
+        db.dispose()

@@ -1,0 +1,181 @@
+"""Synthetic votes written straight into storage, for benchmarks and end-to-end tests.
+
+Each event is a voted comparison of two replies or a thumbs rating of one, judged by a
+gold function `gold(reply) -> score`: the higher-scoring reply wins a comparison (flipped
+with probability `flip`), and a reply is rated up when its score exceeds
+`thumbs_threshold` (also flipped with `flip`). Rows look exactly like the ones the API
+writes, so a training round reads them the same way.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.db import repository
+from service.db.models import (
+    Comparison,
+    ComparisonChoice,
+    Generation,
+    GenerationStatus,
+    Rating,
+    User,
+    UserKind,
+)
+from service.db.session import session_scope
+
+
+def seed_votes(
+    sessions: sessionmaker[Session],
+    *,
+    events: int,
+    prompts: Sequence[str],
+    reply: Callable[[random.Random], str],
+    gold: Callable[[str], float],
+    comparison_share: float = 0.6,
+    flip: float = 0.0,
+    thumbs_threshold: float = 0.5,
+    users: int = 8,
+    seed: int = 0,
+    now: datetime | None = None,
+    version: str = "v0",
+) -> dict[str, int]:
+    """Write `events` votes on replies of policy `version`; returns what was written."""
+    rng = random.Random(seed)
+    now = now or datetime.now(UTC)
+    counts = {"comparisons": 0, "ratings": 0, "generations": 0}
+    with session_scope(sessions) as s:
+        v = repository.version_by_name(s, version)
+        if v is None:
+            raise LookupError(f"no policy version {version}")
+        def rid(prefix: str) -> str:  # ids from the seed: the same votes every run
+            return f"{prefix}-{rng.getrandbits(128):032x}"
+
+        user_ids = [rid("usr") for _ in range(users)]
+        s.add_all(User(id=u, kind=UserKind.ANONYMOUS) for u in user_ids)
+        s.flush()
+
+        generations: list[Generation] = []
+        votes: list[Comparison | Rating] = []
+
+        def generation(prompt: list[dict[str, str]], text: str, at: datetime) -> str:
+            gid = rid("gen")
+            generations.append(
+                Generation(
+                    id=gid,
+                    policy_version_id=v.id,
+                    prompt=prompt,
+                    text=text,
+                    sampling={"temperature": 0.7},
+                    status=GenerationStatus.COMPLETED,
+                    finish_reason="stop",
+                    prompt_tokens=len(str(prompt)) // 4,
+                    completion_tokens=len(text) // 4,
+                    latency_ms=100.0,
+                    ttft_ms=10.0,
+                    source="comparison",
+                    created_at=at,
+                )
+            )
+            counts["generations"] += 1
+            return gid
+
+        def flipped() -> bool:
+            return rng.random() < flip
+
+        for i in range(events):
+            at = now - timedelta(seconds=(events - i) * 2 + 1)
+            prompt = [{"role": "user", "content": rng.choice(prompts)}]
+            user = rng.choice(user_ids)
+            if rng.random() < comparison_share:
+                a, b = reply(rng), reply(rng)
+                ga, gb = gold(a), gold(b)
+                if ga == gb:
+                    choice = ComparisonChoice.TIE
+                else:
+                    a_wins = (ga > gb) != flipped()
+                    choice = ComparisonChoice.A if a_wins else ComparisonChoice.B
+                votes.append(
+                    Comparison(
+                        id=rid("cmp"),
+                        user_id=user,
+                        prompt=prompt,
+                        generation_a_id=generation(prompt, a, at),
+                        generation_b_id=generation(prompt, b, at),
+                        choice=choice,
+                        created_at=at,
+                        voted_at=at,
+                    )
+                )
+                counts["comparisons"] += 1
+            else:
+                text = reply(rng)
+                up = (gold(text) > thumbs_threshold) != flipped()
+                votes.append(
+                    Rating(
+                        generation_id=generation(prompt, text, at),
+                        user_id=user,
+                        value=1 if up else -1,
+                        created_at=at,
+                    )
+                )
+                counts["ratings"] += 1
+        # Generations first: without ORM relationships the flush does not order by FK.
+        s.add_all(generations)
+        s.flush()
+        s.add_all(votes)
+    return counts
+
+
+# A small stand-in for real traffic: everyday prompts, replies of one to six sentences.
+BENCH_PROMPTS: tuple[str, ...] = tuple(
+    f"{ask} {topic}"
+    for ask in (
+        "Explain briefly:",
+        "Give me advice on",
+        "What should I know about",
+        "Write a short note on",
+        "Help me understand",
+    )
+    for topic in (
+        "saving money each month.",
+        "learning a new language.",
+        "how vaccines work.",
+        "planning a weekend trip.",
+        "writing a cover letter.",
+        "keeping houseplants alive.",
+        "sleeping better.",
+        "the difference between weather and climate.",
+        "starting to run.",
+        "cooking rice well.",
+        "what a reward model is.",
+        "reading more books.",
+    )
+)
+SENTENCES: tuple[str, ...] = (
+    "Start small and build the habit before you worry about the details.",
+    "The most important thing is to be consistent from one week to the next.",
+    "Many people find it helps to write the plan down and keep it somewhere visible.",
+    "If something does not work, change one thing at a time and see what happens.",
+    "There is no single right answer, but a few principles go a long way.",
+    "Ask someone with experience; a short conversation can save hours of trial and error.",
+    "Set a realistic goal for the first month and review it at the end.",
+    "Keep it simple: the fewer steps there are, the more likely you are to follow them.",
+    "Track your progress, because seeing it is the best motivation there is.",
+    "Be patient with yourself, since most skills take a few months to feel natural.",
+    "A good first step is to find out what you already do well.",
+    "In short, plan a little, act a little, and adjust as you learn.",
+)
+
+
+def bench_reply(rng: random.Random) -> str:
+    """One to six sentences: replies of very different lengths, like a chat model's."""
+    return " ".join(rng.sample(SENTENCES, rng.randint(1, 6)))
+
+
+def concise(text: str) -> float:
+    """Gold preference for benchmarks: shorter replies are better."""
+    return -float(len(text.split()))
