@@ -75,8 +75,25 @@ def _fmt(v: Any, digits: int = 1) -> str:
     return "-" if v is None else f"{v:.{digits}f}" if isinstance(v, float) else str(v)
 
 
+def _gain(ev: dict[str, Any]) -> float | None:
+    if "reward_candidate" not in ev:
+        return None
+    return float(ev["reward_candidate"]) - float(ev["reward_serving"])
+
+
 def render(rows: Sequence[BenchRow], cfg: TrainConfig) -> str:
-    head = ["events", "pairs", *PHASES, "total s", "RM acc", "win", "KL nats"]
+    head = [
+        "events",
+        "pairs",
+        *PHASES,
+        "total s",
+        "RM acc",
+        "win",
+        "check win",
+        "reward gain",
+        "KL nats",
+        "len ratio",
+    ]
     lines = [" | ".join(head), " | ".join("---" for _ in head)]
     for r in rows:
         ev = r.metrics.get("evaluation", {})
@@ -88,7 +105,10 @@ def render(rows: Sequence[BenchRow], cfg: TrainConfig) -> str:
             _fmt(r.total),
             _fmt(rm.get("accuracy"), 3),
             _fmt(ev.get("win_rate"), 3),
+            _fmt(ev.get("check_win_rate"), 3),
+            _fmt(_gain(ev), 3),
             _fmt(ev.get("kl_candidate"), 2),
+            _fmt(ev.get("length_ratio"), 2),
         ]
         lines.append(" | ".join(cells))
     lines.append("")

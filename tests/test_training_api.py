@@ -1,0 +1,123 @@
+"""Operator API for training rounds and the trainer's notification, with a real server app
+and the real schedule tick (a queued round with no votes stops at its data phase)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from service.db.models import RunStatus
+from service.db.session import make_engine, make_session_factory
+from trainer.config import TrainConfig
+from trainer.round import RoundContext
+from trainer.scheduler import Schedule
+
+
+def test_queue_a_round_and_watch_it(make_client: Any, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    client = make_client(url)
+    assert client.get("/v1/admin/training-runs").json() == []
+
+    r = client.post("/v1/admin/training-runs")
+    assert r.status_code == 201
+    queued = r.json()
+    assert queued["status"] == "queued" and queued["trigger"] == "operator"
+    again = client.post("/v1/admin/training-runs")  # one queued round is enough
+    assert again.status_code == 200 and again.json()["id"] == queued["id"]
+
+    engine = make_engine(url)
+    try:
+        ctx = RoundContext(make_session_factory(engine), tmp_path / "artifacts", tmp_path)
+        outcome = Schedule(ctx, TrainConfig()).tick()
+    finally:
+        engine.dispose()
+    assert outcome is not None and outcome.run_id == queued["id"]
+    assert outcome.status is RunStatus.STOPPED
+
+    runs = client.get("/v1/admin/training-runs").json()
+    assert [(x["id"], x["status"]) for x in runs] == [(queued["id"], "stopped")]
+    detail = client.get(f"/v1/admin/training-runs/{queued['id']}").json()
+    assert "no feedback in the window" in detail["reason"]
+    assert detail["trigger"] == "operator" and detail["finished_at"] is not None
+    assert "phase data" in detail["logs"]
+    assert detail["metrics"]["config"]["policy"]["algorithm"] == TrainConfig().policy.algorithm
+    assert detail["progress"]["phase"] == "done"
+
+
+def test_training_api_needs_the_operator_and_says_not_found(make_client: Any) -> None:
+    client = make_client()
+    assert client.get("/v1/admin/training-runs/999").status_code == 404
+    assert client.get("/v1/admin/training-runs?limit=0").status_code == 422
+    anon = make_client(auth=False)
+    r = anon.post("/v1/admin/training-runs")
+    assert r.status_code == 401 and r.json()["error"]["type"]
+    r = anon.get("/v1/admin/training-runs", headers={"Authorization": "Bearer wrong"})
+    assert r.status_code == 403
+
+
+def test_candidate_notification(make_client: Any) -> None:
+    client = make_client()
+    r = client.post("/v1/admin/policies/notify", json={"version": "v9"})
+    assert r.status_code == 404
+    r = client.post("/v1/admin/policies/notify", json={"version": "v0"})
+    assert r.status_code == 202
+    assert r.json() == {"version": "v0", "status": "serving", "accepted": True}
+    r = client.post("/v1/admin/policies/notify", json={"version": "v0"})
+    assert r.json()["accepted"] is False  # the same notice twice is taken once
+    assert client.post("/v1/admin/policies/notify", json={}).status_code == 422
+
+
+def test_schedule_process_runs_a_queued_round_and_stops_on_sigterm(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from sqlalchemy import select
+
+    from service.db.migrate import upgrade
+    from service.db.models import TrainingRun
+    from service.db.repository import ensure_base_version
+    from service.db.session import session_scope
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'loopchat.db'}")
+    upgrade(engine)
+    sessions = make_session_factory(engine)
+    with session_scope(sessions) as s:
+        ensure_base_version(s, tiny_model_dir)
+        s.add(TrainingRun(status=RunStatus.QUEUED, metrics={"trigger": "operator"}))
+    env = {**os.environ, "LOOPCHAT_DATA_DIR": str(tmp_path)}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "service",
+            "train",
+            "--schedule",
+            "--set",
+            "schedule.poll_seconds=0.5",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        status = None
+        while time.monotonic() < deadline and status != RunStatus.STOPPED:
+            time.sleep(0.5)
+            with session_scope(sessions) as s:
+                status = s.scalars(select(TrainingRun.status)).one()
+        assert status is RunStatus.STOPPED, "the schedule did not run the queued round"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        assert proc.stderr is not None and "trainer schedule" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        engine.dispose()
