@@ -432,3 +432,9 @@ def test_pair_metrics_scores_non_tie_pairs_once() -> None:
     m = pair_metrics(stub, HAND, T1)
     assert sorted(stub.seen) == sorted(table)  # the tie pair's replies are not scored
     assert m == metrics_from_scores(HAND[:3], HAND_C[:3], HAND_R[:3], T1)
+
+
+def test_lora_layers_adapts_only_the_top_layers(tiny_model_dir: Path) -> None:
+    rm, _ = RewardModel.create(tiny_model_dir, RewardConfig(lora_layers=1), None)
+    names = [n for n, p in rm.model.named_parameters() if p.requires_grad and "lora_" in n]
+    assert names and all(".layers.1." in n for n in names)

@@ -53,6 +53,11 @@ class RewardConfig:
         "the architecture: q_proj,v_proj on Llama), all-linear (about 1.6x slower per step "
         "on 2 cores), or module names separated by commas.",
     )
+    lora_layers: int = opt(
+        8,
+        "Adapt only the top N transformer layers (0: all). The layers below run forward "
+        "only, so a training step needs a fraction of the backward pass.",
+    )
     learning_rate: float = opt(2e-4, "AdamW learning rate.")
     epochs: int = opt(2, "Passes over the training pairs.")
     batch_size: int = opt(8, "Pairs per optimizer step.")

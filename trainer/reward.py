@@ -132,6 +132,7 @@ class RewardModel:
                 lora_alpha=cfg.lora_alpha,
                 lora_dropout=LORA_DROPOUT,
                 target_modules=_targets(cfg.lora_targets),
+                layers_to_transform=_top_layers(base, cfg.lora_layers),
             )
             model = get_peft_model(base, lora)
         model.eval()
@@ -439,6 +440,14 @@ def train_reward_model(
 
 
 # -- evaluation ----------------------------------------------------------------------------
+
+
+def _top_layers(model: Any, n: int) -> list[int] | None:
+    """Indices of the top `n` transformer layers, or None (every layer) when n is 0."""
+    total = int(model.config.num_hidden_layers)
+    if n <= 0 or n >= total:
+        return None
+    return list(range(total - n, total))
 
 
 @dataclass(frozen=True)
