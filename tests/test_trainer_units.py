@@ -259,3 +259,15 @@ def test_notify_server_reports_failure_without_raising() -> None:
     assert publish.notify_server("", "t", "v1") is not None
     err = publish.notify_server("http://127.0.0.1:9", "t", "v1", timeout=2)
     assert err is not None and "could not reach" in err
+
+
+def test_train_command_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from service.cli import main
+
+    assert main(["train", "--show-config", "--set", "policy.algorithm=ppo"]) == 0
+    out = capsys.readouterr().out
+    assert 'algorithm = "ppo"' in out and "[evaluation]" in out
+    assert main(["train", "--once", "--set", "policy.algorithm=sft"]) == 2
+    assert "policy.algorithm must be one of" in capsys.readouterr().err
+    assert main(["train"]) == 2
+    assert "--once or --schedule" in capsys.readouterr().err
