@@ -3,10 +3,11 @@
 `train_policy` runs one of three algorithms on the KL-regularized objective
 r_RM - kl_coef * KL(policy || v0) (see `trainer.policy.common`):
 
-- "rloo": REINFORCE with a leave-one-out baseline (Ahmadian et al. 2024), the default:
-  no value model, one backward pass per reply.
+- "rloo": REINFORCE with a leave-one-out baseline (Ahmadian et al. 2024): no value
+  model, one backward pass per reply.
 - "ppo": PPO with a value head, GAE and clipping, as InstructGPT (Ouyang et al. 2022).
-- "online_dpo": DPO on best-vs-worst on-policy pairs ranked by the RM (Guo et al. 2024).
+- "online_dpo": DPO on best-vs-worst on-policy pairs ranked by the RM (Guo et al. 2024),
+  the default: it improved most per CPU-minute here (docs/benchmarks.md).
 
 The reference is always the base model (the adapter disabled), so warm-starting from the
 serving adapter keeps the KL measured to v0.
