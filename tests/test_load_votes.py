@@ -149,7 +149,13 @@ async def run_voter(http: httpx.AsyncClient, v: Voter, others: list[Voter]) -> N
 
 
 async def load(base: str) -> list[Voter]:
-    limits = httpx.Limits(max_connections=VOTERS * 2, max_keepalive_connections=VOTERS * 2)
+    # Idle connections are dropped by the client (2 s) before uvicorn closes them (5 s):
+    # with equal timeouts a voter back from a Retry-After wait can reuse a connection the
+    # server is closing that instant, and the vote fails with ReadError (seen in CI while
+    # another process held a core).
+    limits = httpx.Limits(
+        max_connections=VOTERS * 2, max_keepalive_connections=VOTERS * 2, keepalive_expiry=2.0
+    )
     async with httpx.AsyncClient(base_url=base, timeout=120, limits=limits) as http:
         voters = []
         for i in range(VOTERS):

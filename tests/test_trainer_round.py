@@ -144,13 +144,22 @@ def test_a_round_learns_the_preference_and_publishes_a_candidate(
     assert again.status is RunStatus.STOPPED
     assert "no new preference pairs" in (again.reason or "")
 
-    # New votes: the next round warm-starts its RM from the last one.
+    # v1 serves (the hot-swap issue's job, done by hand here) and new votes arrive: the
+    # next round warm-starts its RM, continues v1's adapter and evaluates against v1.
+    with session_scope(ctx.sessions) as s:
+        s.get_one(PolicyVersion, v1.id).status = VersionStatus.SERVING
+        s.get_one(PolicyVersion, v1.parent_id).status = VersionStatus.RETIRED
     seed(ctx.sessions, 60, seed=1)
     third = train_once(ctx, config("evaluation.min_win_rate=0.0"))
     assert third.status in (RunStatus.SUCCEEDED, RunStatus.REJECTED), third.reason
     with session_scope(ctx.sessions) as s:
-        logs = s.get_one(TrainingRun, third.run_id).logs
-    assert "reward model: warm-started from" in logs
+        run = s.get_one(TrainingRun, third.run_id)
+        v2 = s.scalars(select(PolicyVersion).where(PolicyVersion.name == "v2")).one()
+        assert v2.parent_id == v1.id
+    assert "reward model: warm-started from" in run.logs
+    assert "policy: rloo from v1 (its adapter)" in run.logs
+    # v1 is trained away from v0, so its own KL to v0 is measured, not assumed 0.
+    assert run.metrics["evaluation"]["kl_serving"] != 0.0
 
 
 @pytest.mark.parametrize(
