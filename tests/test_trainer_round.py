@@ -31,7 +31,9 @@ from trainer.config import TrainConfig, load_config
 from trainer.round import RoundContext, train_once
 from trainer.synthetic import seed_votes
 
-pytestmark = pytest.mark.slow
+# Bounded well above their time alone (the first also builds the tiny talker, about a
+# minute): on a loaded 2-core machine a round here takes several times longer.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 # Small enough for 2 cores in well under a minute a round, large enough to learn.
 TINY = [
