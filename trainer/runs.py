@@ -44,11 +44,16 @@ def reap_orphans(sessions: sessionmaker[Session]) -> list[int]:
         return [r.id for r in rows]
 
 
-def claim_queued(sessions: sessionmaker[Session]) -> int | None:
+def oldest_queued(session: Session) -> int | None:
     """The oldest run an operator queued, if any."""
+    stmt = select(TrainingRun.id).where(TrainingRun.status == RunStatus.QUEUED)
+    return session.scalars(stmt.order_by(TrainingRun.id)).first()
+
+
+def claim_queued(sessions: sessionmaker[Session]) -> int | None:
+    """`oldest_queued` in a session of its own."""
     with session_scope(sessions) as s:
-        stmt = select(TrainingRun.id).where(TrainingRun.status == RunStatus.QUEUED)
-        return s.scalars(stmt.order_by(TrainingRun.id)).first()
+        return oldest_queued(s)
 
 
 class RunRecorder:

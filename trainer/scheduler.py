@@ -24,7 +24,7 @@ from service.db.session import session_scope
 from trainer.config import ScheduleConfig, TrainConfig
 from trainer.lock import LockBusy
 from trainer.round import RoundContext, RoundOutcome, train_once
-from trainer.runs import claim_queued
+from trainer.runs import oldest_queued
 from trainer.snapshot import count_events
 
 log = logging.getLogger("loopchat.trainer")
@@ -59,10 +59,7 @@ def read_state(session: Session) -> ScheduleState:
     ).first()
     if last is not None and last.tzinfo is None:
         last = last.replace(tzinfo=UTC)
-    queued = session.scalars(
-        select(TrainingRun.id).where(TrainingRun.status == "queued").order_by(TrainingRun.id)
-    ).first()
-    return ScheduleState(queued, count_events(session, last), last)
+    return ScheduleState(oldest_queued(session), count_events(session, last), last)
 
 
 class Schedule:
@@ -81,10 +78,9 @@ class Schedule:
         if trigger is None:
             log.debug("no round: %s", state)
             return None
-        queued = claim_queued(self._ctx.sessions) if trigger == "operator" else None
         log.info("starting a round (%s; %d new votes)", trigger, state.new_events)
         try:
-            outcome = train_once(self._ctx, self._cfg, trigger, queued)
+            outcome = train_once(self._ctx, self._cfg, trigger, state.queued_run)
         except LockBusy as e:
             log.info("%s; will look again", e)
             return None
