@@ -20,6 +20,7 @@ from service.api import (
     feedback,
     health,
     models,
+    policies,
     session,
     training,
     ws,
@@ -34,7 +35,7 @@ from service.identity.credentials import CookieSigner
 from service.identity.ratelimit import RateLimiter
 from service.metrics import Metrics
 from service.middleware import BodyLimit, RequestMetrics
-from service.policies.registry import PolicyRegistry
+from service.policies.registry import PolicyRegistry, registry_config
 from service.runtime import Runtime
 from service.settings import Settings
 from service.validation import describe_errors, first_param
@@ -61,7 +62,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
             sessions=sessions,
             read_sessions=read_sessions,
             engine=eng,
-            registry=PolicyRegistry(eng, sessions, settings.model_alias),
+            registry=PolicyRegistry(eng, sessions, settings.model_alias, registry_config(settings)),
             metrics=metrics,
             auth=Authenticator(
                 sessions,
@@ -80,7 +81,18 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
             await runtime.stop()
 
     app = FastAPI(title="loopchat", version="0.1.0", lifespan=lifespan)
-    for module in (chat, models, ws, session, feedback, comparisons, admin, training, health):
+    for module in (
+        chat,
+        models,
+        ws,
+        session,
+        feedback,
+        comparisons,
+        admin,
+        training,
+        policies,
+        health,
+    ):
         app.include_router(module.router)
     _install_error_handlers(app)
     app.add_middleware(RequestMetrics, metrics=metrics)

@@ -70,6 +70,7 @@ class Runtime:
     chat: ChatService | None = None
     comparisons: ComparisonService | None = None
     _startup: asyncio.Task[None] | None = field(default=None, repr=False)
+    _poller: asyncio.Task[None] | None = field(default=None, repr=False)
 
     def chat_service(self) -> ChatService:
         if self.chat is None:
@@ -104,7 +105,7 @@ class Runtime:
             log.info("loading %s with the %s engine", model_dir, self.engine.info().name)
             await self.engine.start()
             tokenizer = await asyncio.to_thread(ChatTokenizer.from_dir, model_dir)
-            await self.registry.load_serving()
+            await self.registry.start()
             chat = ChatService(
                 self.engine,
                 tokenizer,
@@ -116,6 +117,7 @@ class Runtime:
             self.comparisons = ComparisonService(chat, self.registry, self.sessions)
             self.chat = chat
             self.phase = Phase.READY
+            self._poller = asyncio.get_running_loop().create_task(self.registry.run_forever())
             log.info("ready: serving %s", self.registry.public_name(self.registry.serving))
         except Exception as e:
             self.phase = Phase.FAILED
@@ -151,6 +153,9 @@ class Runtime:
         self.phase = Phase.STOPPING
         if self._startup is not None and not self._startup.done():
             self._startup.cancel()
+        if self._poller is not None:
+            self._poller.cancel()
+        await self.registry.settle()
         if self.chat is not None:
             await self.chat.drain()
         await self.engine.shutdown()

@@ -56,6 +56,23 @@ class Settings(BaseSettings):
         None, ge=1, description="Threads for the transformers engine."
     )
 
+    # Policy versions: hot swaps, canary, promotion (see service/policies/).
+    swap_mode: str = Field(
+        "merged",
+        pattern="^(merged|lora)$",
+        description="merged: the serving version is merged into the engine's weights; "
+        "lora: every trained version runs as an adapter on each request.",
+    )
+    max_lora_rank: int = Field(32, ge=1, description="vLLM's LoRA rank limit (2x trainer rank).")
+    canary_share: float = Field(0.1, ge=0, le=1, description="Share of chat traffic to a canary.")
+    retain_versions: int = Field(2, ge=0, description="Retired versions kept loaded.")
+    policy_poll_seconds: float = Field(10.0, gt=0, description="Database poll and canary rule.")
+    auto_promote: bool = Field(True, description="A canary that wins with confidence serves.")
+    promote_min_comparisons: int = Field(30, ge=1, description="Canary votes before a verdict.")
+    promote_win_lower_bound: float = Field(
+        0.5, ge=0, le=1, description="Promote when the win rate's lower bound is above this."
+    )
+
     # Identity and votes.
     session_secret: str = Field(
         "", description="Signs session cookies; empty: generated into data_dir/session_secret."
@@ -83,6 +100,11 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
+
+    @property
+    def engine_work_dir(self) -> Path:
+        """Merged weights and relative adapters the engine writes (rebuildable)."""
+        return self.data_dir / "engine"
 
     @property
     def artifacts_dir(self) -> Path:

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from service.chat.engines.base import Delta, EngineError, EngineInfo, Sampling, VersionSpec
+from service.domain import VersionKind
 
 TINY_CACHE = Path(__file__).resolve().parent.parent / ".cache" / "tiny-smollm2"
 
@@ -75,6 +76,8 @@ class FakeEngine:
         self.active = 0  # requests currently generating
         self.fail_after: int | None = None  # raise after this many deltas
         self.calls: list[tuple[str, list[int], Sampling]] = []
+        self.weights: str | None = None
+        self.broken: set[str] = set()  # versions whose artifact "fails to load"
 
     @property
     def ready(self) -> bool:
@@ -92,10 +95,22 @@ class FakeEngine:
     async def load_version(self, spec: VersionSpec) -> None:
         if spec.name in self.versions:
             raise EngineError(f"{spec.name} already loaded")
+        if spec.name in self.broken:
+            raise EngineError(f"cannot load adapter {spec.name!r}: corrupt file")
         self.versions[spec.name] = spec
 
     async def unload_version(self, name: str) -> None:
         self.versions.pop(name)
+
+    async def set_weights(self, name: str) -> dict[str, float]:
+        if name not in self.versions:
+            raise EngineError(f"{name} not loaded")
+        base = self.versions[name].kind is VersionKind.BASE
+        self.weights = None if base else name  # None: the base model, as real engines say
+        return {"pause_s": 0.0}
+
+    def weights_version(self) -> str | None:
+        return self.weights
 
     def loaded_versions(self) -> list[str]:
         return list(self.versions)

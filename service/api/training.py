@@ -9,11 +9,10 @@ from fastapi import APIRouter, Depends, Query, Response
 from sqlalchemy import select
 
 from service.api.deps import RuntimeDep, operator
-from service.db import repository
 from service.db.models import PolicyVersion, RunStatus, TrainingRun
 from service.db.session import session_scope
 from service.errors import NotFound
-from service.protocol.training import CandidateNotice, NoticeOut, RunDetail, RunOut
+from service.protocol.training import RunDetail, RunOut
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Depends(operator)])
 
@@ -80,15 +79,3 @@ def queue_run(runtime: RuntimeDep, response: Response) -> RunOut:
         s.add(run)
         s.flush()
         return _out(run, None)
-
-
-@router.post("/policies/notify", response_model=NoticeOut, status_code=202)
-def candidate_ready(body: CandidateNotice, runtime: RuntimeDep) -> NoticeOut:
-    """The trainer says a policy version is ready. The registry takes it from here."""
-    with session_scope(runtime.read_sessions) as s:
-        version = repository.version_by_name(s, body.version)
-        if version is None:
-            raise NotFound(f"no policy version '{body.version}'")
-        status = version.status.value
-    accepted = runtime.registry.candidate_ready(body.version)
-    return NoticeOut(version=body.version, status=status, accepted=accepted)

@@ -138,7 +138,7 @@ class ChatService:
         version: LiveVersion | None = None,
     ) -> PreparedChat:
         """Check `req` and plan it; `version` overrides the one `req.model` names."""
-        version = version or self._registry.resolve(req.model)
+        version = version or self._registry.resolve(req.model, user_id)
         if not self._engine.ready:
             raise NotReady("the model is still loading; try again shortly")
         lim = self._limits

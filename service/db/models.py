@@ -232,3 +232,20 @@ class TrainingRun(Base):
     policy_version_id: Mapped[int | None] = mapped_column(ForeignKey("policy_versions.id"))
     reward_model_id: Mapped[int | None] = mapped_column(ForeignKey("reward_models.id"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class PolicyEvent(Base):
+    """One change of which version serves: swap, promotion, rollback, retirement, failure."""
+
+    __tablename__ = "policy_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16), index=True)  # lifecycle.EventKind
+    version_id: Mapped[int] = mapped_column(ForeignKey("policy_versions.id"), index=True)
+    # The version that served before (promote/rollback/swap), if any.
+    previous_version_id: Mapped[int | None] = mapped_column(ForeignKey("policy_versions.id"))
+    actor: Mapped[str] = mapped_column(String(16))  # lifecycle.Actor
+    reason: Mapped[str] = mapped_column(Text, default="")
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, index=True
+    )

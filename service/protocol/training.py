@@ -29,13 +29,3 @@ class RunDetail(RunOut):
         description="Config, reward model and evaluation metrics, per-step metrics by phase."
     )
     logs: str
-
-
-class CandidateNotice(BaseModel):
-    version: str = Field(min_length=1, max_length=64, description="Policy version name (v3).")
-
-
-class NoticeOut(BaseModel):
-    version: str
-    status: str
-    accepted: bool

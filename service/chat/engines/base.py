@@ -74,6 +74,19 @@ class Engine(Protocol):
 
     def loaded_versions(self) -> list[str]: ...
 
+    async def set_weights(self, name: str) -> dict[str, float]:
+        """Make loaded version `name` the engine's own weights (merged mode).
+
+        Every other loaded version keeps generating exactly as before (as an adapter
+        relative to the new weights), and no request fails or mixes versions. Returns
+        timings in seconds (`prepare_s`, `pause_s`, ...). A no-op when `name` already is.
+        """
+        ...
+
+    def weights_version(self) -> str | None:
+        """The version whose weights the engine holds merged (None: the base model)."""
+        ...
+
     def generate(
         self, version: str, prompt_ids: list[int], sampling: Sampling, request_id: str
     ) -> AsyncIterator[Delta]:

@@ -29,8 +29,14 @@ def build_engine(settings: Settings) -> Engine:
                 enforce_eager=settings.vllm_enforce_eager,
                 max_model_len=settings.max_model_len,
                 dtype=settings.vllm_dtype,
+                enable_lora=True,
+                max_lora_rank=settings.max_lora_rank,
+                work_dir=settings.engine_work_dir,
             ),
         )
     return TransformersEngine(
-        model_dir, max_model_len=settings.max_model_len, threads=settings.torch_threads
+        model_dir,
+        max_model_len=settings.max_model_len,
+        threads=settings.torch_threads,
+        work_dir=settings.engine_work_dir,
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -35,7 +36,7 @@ class TransformersEngine:
         *,
         max_model_len: int = 2048,
         threads: int | None = None,
-        base_version: str | None = None,
+        work_dir: Path | None = None,
     ):
         self._model_dir = model_dir
         self._max_model_len = max_model_len
@@ -46,6 +47,10 @@ class TransformersEngine:
         self._versions: dict[str, VersionSpec] = {}
         self._models: dict[str, Any] = {}  # merged versions own a full model
         self._peft: Any = None  # PeftModel wrapping the base once an adapter is loaded
+        self._weights: str | None = None  # version served by a merged copy (merged mode)
+        self._merged: Any = None
+        self._work_dir = work_dir
+        self._tmp: Any = None
         self._ready = False
 
     @property
@@ -82,9 +87,55 @@ class TransformersEngine:
     async def shutdown(self) -> None:
         self._ready = False
         self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
 
     def loaded_versions(self) -> list[str]:
         return list(self._versions)
+
+    def weights_version(self) -> str | None:
+        return self._weights
+
+    async def set_weights(self, name: str) -> dict[str, float]:
+        """Serve `name` from a merged copy of the weights (no adapter on its requests).
+
+        The base model stays as it is, so the other versions need nothing new, and no
+        request waits: a request of `name` already running simply continues on the
+        merged copy, which computes the same function.
+        """
+        spec = self._versions.get(name)
+        if spec is None:
+            raise EngineError(f"version {name!r} is not loaded")
+        if name == self._weights or spec.kind is VersionKind.MERGED:
+            return {}  # a merged version is its own full model already
+        if spec.kind is VersionKind.BASE:
+            self._merged, self._weights = None, None
+            return {}
+        t0 = time.perf_counter()
+        model = await self._run(self._load_merged, spec)
+        self._merged, self._weights = model, name
+        return {"prepare_s": time.perf_counter() - t0, "pause_s": 0.0}
+
+    def _load_merged(self, spec: VersionSpec) -> Any:
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        from service.policies.weights import WeightsError, write_merged
+
+        if self._work_dir is None and self._tmp is None:
+            import tempfile
+
+            self._tmp = tempfile.TemporaryDirectory(prefix="loopchat-tf-")
+        root = self._work_dir or Path(self._tmp.name)
+        out = root / "merged" / spec.name
+        try:
+            if not out.exists():
+                write_merged(self._model_dir, spec.path, out)
+            model = AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32)
+        except (WeightsError, OSError, ValueError) as e:
+            raise EngineError(f"cannot merge {spec.name!r} into full weights: {e}") from e
+        return model.eval()  # type: ignore[no-untyped-call]
 
     async def load_version(self, spec: VersionSpec) -> None:
         if spec.name in self._versions:
@@ -122,6 +173,8 @@ class TransformersEngine:
         spec = self._versions.pop(name, None)
         if spec is None:
             raise EngineError(f"version {name!r} is not loaded")
+        if name == self._weights:
+            self._merged, self._weights = None, None
         if spec.kind is VersionKind.MERGED:
             self._models.pop(name, None)
         elif spec.kind is VersionKind.LORA and self._peft is not None:
@@ -133,6 +186,8 @@ class TransformersEngine:
             raise EngineError(f"version {version!r} is not loaded")
         if spec.kind is VersionKind.MERGED:
             return self._models[version]
+        if version == self._weights:
+            return self._merged
         if spec.kind is VersionKind.LORA:
             self._peft.set_adapter(version)
             return self._peft

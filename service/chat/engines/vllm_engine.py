@@ -2,9 +2,20 @@
 
 The engine core runs in a child process that vLLM spawns; the console script and
 `python -m service` start it under `if __name__ == "__main__"` as vLLM requires.
-Policy versions: the base model, or LoRA adapters served per request (one adapter
-name and integer id per version, never reused). Merged full-weight versions are
-swapped in by the hot-swap work (pause in `wait` mode, reload, resume).
+
+Policy versions. Every version the trainer publishes is a LoRA adapter on the base
+model (v0). vLLM holds one set of full weights plus adapters applied per request, so:
+- the version in the weights (`weights_version`, v0 at start) runs with no adapter;
+- every other loaded version runs with an adapter for its difference from those
+  weights (its own adapter when the weights are v0; otherwise a rank r1+r2 adapter
+  built by `service.policies.weights`);
+- `set_weights` (merged mode) writes the version merged into full weights, waits for
+  in-flight requests to finish while new ones queue in front of the engine, reloads
+  the weights in place (pause in `wait` mode, `reload_weights`, reset the prefix cache,
+  resume), and re-points every other version at a new adapter relative to them.
+A request picks its adapter when it starts and holds a slot until it ends, so a reply
+is always written by the one version it was tagged with. Adapter names and ids are
+never reused (vLLM caches adapters by id).
 """
 
 from __future__ import annotations
@@ -13,7 +24,8 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,8 +49,9 @@ class VllmOptions:
     max_model_len: int = 2048
     dtype: str = "bfloat16"
     enable_lora: bool = False
-    max_lora_rank: int = 16
+    max_lora_rank: int = 32  # relative adapters are rank r1 + r2 (16 + 16)
     max_loras: int = 4
+    work_dir: Path | None = None  # merged weights and relative adapters; a temp dir if None
 
 
 def vllm_available() -> bool:
@@ -47,14 +60,46 @@ def vllm_available() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
+class _Slots:
+    """Counts in-flight requests; `close` holds new ones back until `open`."""
+
+    def __init__(self) -> None:
+        self._open = asyncio.Event()
+        self._open.set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._active = 0
+
+    async def enter(self) -> None:
+        await self._open.wait()
+        self._active += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        self._active -= 1
+        if self._active == 0:
+            self._idle.set()
+
+    async def close_and_drain(self) -> None:
+        self._open.clear()
+        await self._idle.wait()
+
+    def open(self) -> None:
+        self._open.set()
+
+
 class VllmEngine:
     def __init__(self, model_dir: Path, options: VllmOptions | None = None):
         self._model_dir = model_dir
         self._opts = options or VllmOptions()
         self._llm: Any = None
         self._versions: dict[str, VersionSpec] = {}
-        self._lora: dict[str, Any] = {}
-        self._lora_ids = itertools.count(1)
+        self._routes: dict[str, Any] = {}  # version -> LoRARequest, or None for the weights
+        self._weights: str | None = None  # version merged into the weights; None = base
+        self._ids = itertools.count(1)
+        self._slots = _Slots()
+        self._swap_lock = asyncio.Lock()
+        self._tmp: Any = None
         self._ready = False
 
     @property
@@ -93,37 +138,154 @@ class VllmEngine:
         if self._llm is not None:
             await asyncio.to_thread(self._llm.shutdown)
             self._llm = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
 
     def loaded_versions(self) -> list[str]:
         return list(self._versions)
+
+    def weights_version(self) -> str | None:
+        return self._weights
+
+    def _work_dir(self) -> Path:
+        if self._opts.work_dir is not None:
+            return self._opts.work_dir
+        if self._tmp is None:
+            import tempfile
+
+            self._tmp = tempfile.TemporaryDirectory(prefix="loopchat-vllm-")
+        return Path(self._tmp.name)
+
+    # -- versions -----------------------------------------------------------------------
+
+    @staticmethod
+    def _adapter_of(spec: VersionSpec | None) -> Path | None:
+        """The version's adapter relative to v0 (None for the base model itself)."""
+        if spec is None or spec.kind is VersionKind.BASE:
+            return None
+        if spec.kind is VersionKind.LORA:
+            return spec.path
+        raise EngineError(
+            f"version {spec.name!r} is a merged full-weight artifact; the vLLM engine serves "
+            f"versions published as LoRA adapters (it merges them itself in merged mode)"
+        )
+
+    async def _route_for(self, spec: VersionSpec, weights: VersionSpec | None) -> Any:
+        """The LoRARequest that makes the engine, holding `weights`, generate as `spec`."""
+        target, current = self._adapter_of(spec), self._adapter_of(weights)
+        if target == current:
+            return None
+        if not self._opts.enable_lora:
+            raise EngineError("LoRA versions need the vLLM engine started with LoRA enabled")
+        from vllm.lora.request import LoRARequest
+
+        from service.policies.weights import WeightsError, write_relative_adapter
+
+        lora_id = next(self._ids)
+        if current is None:
+            assert target is not None
+            path = target
+        else:
+            out = self._work_dir() / "relative" / f"{spec.name}-on-{weights_name(weights)}"
+            try:
+                if not out.exists():
+                    await asyncio.to_thread(write_relative_adapter, target, current, out)
+            except (WeightsError, ValueError, OSError) as e:
+                raise EngineError(f"cannot build an adapter for {spec.name!r}: {e}") from e
+            path = out
+        req = LoRARequest(f"{spec.name}#{lora_id}", lora_id, str(path))
+        try:
+            await self._llm.add_lora(req)
+        except Exception as e:
+            raise EngineError(f"cannot load adapter {spec.name!r} from {path}: {e}") from e
+        return req
 
     async def load_version(self, spec: VersionSpec) -> None:
         if spec.name in self._versions:
             raise EngineError(
                 f"version name {spec.name!r} is already loaded; names are never reused"
             )
-        if spec.kind is VersionKind.LORA:
-            if not self._opts.enable_lora:
-                raise EngineError("LoRA versions need the vLLM engine started with LoRA enabled")
-            from vllm.lora.request import LoRARequest
-
-            req = LoRARequest(spec.name, next(self._lora_ids), str(spec.path))
-            try:
-                await self._llm.add_lora(req)
-            except Exception as e:
-                raise EngineError(f"cannot load adapter {spec.name!r} from {spec.path}: {e}") from e
-            self._lora[spec.name] = req
-        elif spec.kind is VersionKind.MERGED:
-            raise EngineError("merged full-weight versions are not supported by this engine yet")
+        weights = self._versions.get(self._weights) if self._weights else None
+        self._routes[spec.name] = await self._route_for(spec, weights)
         self._versions[spec.name] = spec
 
     async def unload_version(self, name: str) -> None:
+        if name == self._weights:
+            raise EngineError(f"version {name!r} is in the engine's weights; set others first")
         spec = self._versions.pop(name, None)
         if spec is None:
             raise EngineError(f"version {name!r} is not loaded")
-        req = self._lora.pop(name, None)
-        if req is not None:
-            await self._llm.remove_lora(req.lora_int_id)
+        # Requests already running keep their adapter: vLLM reloads it from its path
+        # by id if it was evicted, and the id is never given to another.
+        await self._remove([self._routes.pop(name, None)])
+
+    async def set_weights(self, name: str) -> dict[str, float]:
+        async with self._swap_lock:
+            return await self._set_weights(name)
+
+    async def _set_weights(self, name: str) -> dict[str, float]:
+        from service.policies.weights import WeightsError, write_merged
+
+        spec = self._versions.get(name)
+        if spec is None:
+            raise EngineError(f"version {name!r} is not loaded")
+        if name == self._weights or (self._weights is None and spec.kind is VersionKind.BASE):
+            return {}
+        t0 = time.perf_counter()
+        merged = self._work_dir() / "merged" / name
+        try:
+            if not merged.exists():
+                await asyncio.to_thread(
+                    write_merged, self._model_dir, self._adapter_of(spec), merged
+                )
+        except (WeightsError, ValueError, OSError) as e:
+            raise EngineError(f"cannot merge {name!r} into full weights: {e}") from e
+        # Adapters for every other version, relative to the new weights, before the pause.
+        routes = {v: await self._route_for(s, spec) for v, s in self._versions.items()}
+        t1 = time.perf_counter()
+        await self._slots.close_and_drain()
+        t2 = time.perf_counter()
+        try:
+            await self._reload(merged)
+        except EngineError:
+            # Put the previous weights back, so every version's adapter is right again.
+            previous = self._work_dir() / "merged" / self._weights if self._weights else None
+            with contextlib.suppress(EngineError):
+                await self._reload(previous or self._model_dir)
+            self._slots.open()
+            await self._remove(routes.values())
+            raise
+        old = self._routes
+        self._routes, self._weights = routes, name
+        self._slots.open()
+        t3 = time.perf_counter()
+        await self._remove(old.values())
+        timings = {"prepare_s": t1 - t0, "drain_s": t2 - t1, "reload_s": t3 - t2}
+        timings["pause_s"] = t3 - t1
+        log.info("engine weights are now %s (%s)", name, _fmt(timings))
+        return timings
+
+    async def _remove(self, requests: Iterable[Any]) -> None:
+        for req in requests:
+            if req is not None:
+                with contextlib.suppress(Exception):
+                    await self._llm.remove_lora(req.lora_int_id)
+
+    async def _reload(self, weights_dir: Path) -> None:
+        """Reload full weights in place with no request running (the slots are closed)."""
+        await self._llm.pause_generation(mode="wait", clear_cache=True)
+        try:
+            await self._llm.collective_rpc(
+                "reload_weights", kwargs={"weights_path": str(weights_dir)}
+            )
+            await self._llm.reset_prefix_cache()
+        except Exception as e:
+            raise EngineError(f"reloading weights from {weights_dir} failed: {e}") from e
+        finally:
+            await self._llm.resume_generation()
+
+    # -- generation ---------------------------------------------------------------------
 
     async def generate(
         self, version: str, prompt_ids: list[int], sampling: Sampling, request_id: str
@@ -145,17 +307,30 @@ class VllmEngine:
             seed=sampling.seed,
             output_kind=RequestOutputKind.DELTA,
         )
-        stream = self._llm.generate(
-            TokensPrompt(prompt_token_ids=prompt_ids),
-            params,
-            request_id,
-            lora_request=self._lora.get(version),
-        )
-        # Closing this generator early closes vLLM's, which aborts the request.
-        async with contextlib.aclosing(stream):
-            async for out in stream:
-                o = out.outputs[0]
-                finish = o.finish_reason if out.finished else None
-                if finish == "abort":
-                    raise EngineError("the engine aborted the request")
-                yield Delta(o.text, len(o.token_ids), finish)
+        await self._slots.enter()
+        try:
+            # Chosen after entering: a weight swap cannot happen until this request ends.
+            lora = self._routes.get(version)
+            if version not in self._versions:
+                raise EngineError(f"version {version!r} is not loaded")
+            stream = self._llm.generate(
+                TokensPrompt(prompt_token_ids=prompt_ids), params, request_id, lora_request=lora
+            )
+            # Closing this generator early closes vLLM's, which aborts the request.
+            async with contextlib.aclosing(stream):
+                async for out in stream:
+                    o = out.outputs[0]
+                    finish = o.finish_reason if out.finished else None
+                    if finish == "abort":
+                        raise EngineError("the engine aborted the request")
+                    yield Delta(o.text, len(o.token_ids), finish)
+        finally:
+            self._slots.leave()
+
+
+def weights_name(spec: VersionSpec | None) -> str:
+    return "v0" if spec is None else spec.name
+
+
+def _fmt(timings: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.2f}" for k, v in timings.items())

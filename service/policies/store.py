@@ -1,0 +1,208 @@
+"""Database side of the policy lifecycle: version rows, their status changes and events,
+and the live votes that rate versions. Plain functions over a Session."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, aliased
+
+from service.db.models import (
+    Comparison,
+    ComparisonChoice,
+    Generation,
+    PolicyEvent,
+    PolicyVersion,
+    Rating,
+)
+from service.domain import VersionKind, VersionStatus
+from service.errors import NotFound
+from service.policies import lifecycle
+from service.policies.lifecycle import Actor, EventKind
+from service.policies.ratings import Match
+
+
+@dataclass(frozen=True)
+class VersionRow:
+    id: int
+    name: str
+    kind: VersionKind
+    status: VersionStatus
+    artifact_uri: str
+    parent_id: int | None
+    metrics: dict[str, Any]
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class EventRow:
+    id: int
+    kind: str
+    version: str
+    previous_version: str | None
+    actor: str
+    reason: str
+    metrics: dict[str, Any]
+    created_at: datetime
+
+
+def _row(v: PolicyVersion) -> VersionRow:
+    return VersionRow(
+        v.id,
+        v.name,
+        v.kind,
+        v.status,
+        v.artifact_uri,
+        v.parent_id,
+        dict(v.metrics or {}),
+        v.error,
+        v.created_at,
+        v.updated_at,
+    )
+
+
+def versions(session: Session, statuses: Sequence[VersionStatus] = ()) -> list[VersionRow]:
+    stmt = select(PolicyVersion).order_by(PolicyVersion.id)
+    if statuses:
+        stmt = stmt.where(PolicyVersion.status.in_(statuses))
+    return [_row(v) for v in session.scalars(stmt)]
+
+
+def find(session: Session, ref: str) -> VersionRow:
+    """A version by name (`v3`, `loopchat@v3`) or numeric id; NotFound otherwise."""
+    name = ref.rsplit("@", 1)[-1].strip()
+    stmt = select(PolicyVersion).where(PolicyVersion.name == name)
+    v = session.scalars(stmt).first()
+    if v is None and name.isdigit():
+        v = session.get(PolicyVersion, int(name))
+    if v is None:
+        raise NotFound(f"no policy version '{ref[:80]}'")
+    return _row(v)
+
+
+def transition(
+    session: Session,
+    name: str,
+    target: VersionStatus,
+    *,
+    error: str | None = None,
+    lock: bool = True,
+) -> VersionRow:
+    """Change one version's status after checking the lifecycle allows it."""
+    stmt = select(PolicyVersion).where(PolicyVersion.name == name)
+    v = session.scalars(stmt.with_for_update() if lock else stmt).one()
+    lifecycle.check(name, v.status, target)
+    v.status = target
+    if error is not None:
+        v.error = error[:4000]
+    session.flush()
+    return _row(v)
+
+
+def record_event(
+    session: Session,
+    kind: EventKind,
+    version_id: int,
+    actor: Actor,
+    reason: str,
+    *,
+    previous_version_id: int | None = None,
+    metrics: Mapping[str, Any] | None = None,
+) -> None:
+    session.add(
+        PolicyEvent(
+            kind=kind.value,
+            version_id=version_id,
+            previous_version_id=previous_version_id,
+            actor=actor.value,
+            reason=reason,
+            metrics=dict(metrics or {}),
+        )
+    )
+    session.flush()
+
+
+def events(
+    session: Session, *, limit: int = 100, version: str | None = None, kind: str | None = None
+) -> list[EventRow]:
+    cur, prev = aliased(PolicyVersion), aliased(PolicyVersion)
+    stmt = (
+        select(PolicyEvent, cur.name, prev.name)
+        .join(cur, cur.id == PolicyEvent.version_id)
+        .outerjoin(prev, prev.id == PolicyEvent.previous_version_id)
+        .order_by(PolicyEvent.id.desc())
+        .limit(limit)
+    )
+    if version is not None:
+        stmt = stmt.where(cur.name == version)
+    if kind is not None:
+        stmt = stmt.where(PolicyEvent.kind == kind)
+    return [
+        EventRow(e.id, e.kind, name, prev_name, e.actor, e.reason, dict(e.metrics), e.created_at)
+        for e, name, prev_name in session.execute(stmt)
+    ]
+
+
+def previous_serving(session: Session, current: str) -> str | None:
+    """The version that served before `current` took over (for `rollback`)."""
+    cur, prev = aliased(PolicyVersion), aliased(PolicyVersion)
+    stmt = (
+        select(prev.name)
+        .select_from(PolicyEvent)
+        .join(cur, cur.id == PolicyEvent.version_id)
+        .join(prev, prev.id == PolicyEvent.previous_version_id)
+        .where(
+            cur.name == current,
+            PolicyEvent.kind.in_([EventKind.PROMOTE.value, EventKind.ROLLBACK.value]),
+        )
+        .order_by(PolicyEvent.id.desc())
+    )
+    return session.scalars(stmt).first()
+
+
+SCORE = {ComparisonChoice.A: 1.0, ComparisonChoice.B: 0.0, ComparisonChoice.TIE: 0.5}
+
+
+def matches(session: Session, since: datetime | None = None) -> list[Match]:
+    """Comparison votes between two different versions (both_bad says nothing about order)."""
+    ga, gb = aliased(Generation), aliased(Generation)
+    va, vb = aliased(PolicyVersion), aliased(PolicyVersion)
+    stmt = (
+        select(va.name, vb.name, Comparison.choice)
+        .select_from(Comparison)
+        .join(ga, ga.id == Comparison.generation_a_id)
+        .join(gb, gb.id == Comparison.generation_b_id)
+        .join(va, va.id == ga.policy_version_id)
+        .join(vb, vb.id == gb.policy_version_id)
+        .where(Comparison.choice.in_(list(SCORE)), va.id != vb.id)
+    )
+    if since is not None:
+        stmt = stmt.where(Comparison.voted_at >= since)
+    return [
+        Match(a, b, SCORE[choice])
+        for a, b, choice in session.execute(stmt)
+        if choice is not None
+    ]
+
+
+def thumbs(session: Session) -> dict[str, tuple[int, int]]:
+    """(up, down) live ratings per version name."""
+    stmt = (
+        select(PolicyVersion.name, Rating.value, func.count())
+        .select_from(Rating)
+        .join(Generation, Generation.id == Rating.generation_id)
+        .join(PolicyVersion, PolicyVersion.id == Generation.policy_version_id)
+        .where(Rating.live)
+        .group_by(PolicyVersion.name, Rating.value)
+    )
+    out: dict[str, tuple[int, int]] = {}
+    for name, value, n in session.execute(stmt):
+        up, down = out.get(name, (0, 0))
+        out[name] = (up + n, down) if value > 0 else (up, down + n)
+    return out
