@@ -240,6 +240,24 @@ def cmd_bench_serve(args: argparse.Namespace) -> int:
     return run_bench_serve(settings, cfg)
 
 
+def cmd_policy(args: argparse.Namespace) -> int:
+    from service.identity.auth import resolve_secrets
+    from service.policies import commands
+
+    settings = _settings(args)
+    with _database(settings) as sessions:
+        if args.action == "list":
+            return commands.list_versions(sessions)
+        if args.action == "events":
+            return commands.list_events(sessions, args.limit)
+        if args.action == "ratings":
+            return commands.show_ratings(sessions)
+        url = args.url or commands.server_url(settings.host, settings.port)
+        target = commands.Target(url, resolve_secrets(settings).admin_token)
+        ref = getattr(args, "ref", None)
+        return commands.change(target, sessions, args.action, ref, args.reason or "")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="loopchat", description="Chat that learns from its users' votes."
@@ -314,6 +332,30 @@ def build_parser() -> argparse.ArgumentParser:
     common(sp)
     sp.add_argument("key_id")
     sp.set_defaults(func=cmd_keys)
+
+    policy = sub.add_parser(
+        "policy", help="policy versions: list, promote, roll back"
+    ).add_subparsers(dest="action", required=True)
+    for name, text in [
+        ("list", "every version with its status"),
+        ("events", "swaps, promotions, rollbacks, retirements, failed loads (newest first)"),
+        ("ratings", "Bradley-Terry (Elo scale) and thumbs-up rate per version from live votes"),
+        ("promote", "make a candidate, the canary or a retained version serve"),
+        ("rollback", "serve again the version before the current one (or the one named)"),
+        ("retire", "stop a candidate or the canary from taking traffic"),
+    ]:
+        sp = policy.add_parser(name, help=text)
+        common(sp)
+        if name == "events":
+            sp.add_argument("--limit", type=int, default=50)
+        if name in ("promote", "retire"):
+            sp.add_argument("ref", help="version name (v3) or id")
+        if name == "rollback":
+            sp.add_argument("ref", nargs="?", help="a retained version; default the previous one")
+        if name in ("promote", "rollback", "retire"):
+            sp.add_argument("--reason", help="recorded in the event log")
+            sp.add_argument("--url", help="the server (default http://LOOPCHAT_HOST:LOOPCHAT_PORT)")
+        sp.set_defaults(func=cmd_policy)
 
     sp = sub.add_parser("export", help="feedback as JSONL in the shapes TRL reads")
     common(sp)

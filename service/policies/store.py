@@ -150,7 +150,10 @@ def events(
 
 
 def previous_serving(session: Session, current: str) -> str | None:
-    """The version that served before `current` took over (for `rollback`)."""
+    """The version `current` replaced when it was last promoted (for `rollback`).
+
+    Only promotions count: after rolling back from v2 to v1, the next rollback goes to
+    what v1 replaced, never forward to v2 again."""
     cur, prev = aliased(PolicyVersion), aliased(PolicyVersion)
     stmt = (
         select(prev.name)
@@ -159,7 +162,7 @@ def previous_serving(session: Session, current: str) -> str | None:
         .join(prev, prev.id == PolicyEvent.previous_version_id)
         .where(
             cur.name == current,
-            PolicyEvent.kind.in_([EventKind.PROMOTE.value, EventKind.ROLLBACK.value]),
+            PolicyEvent.kind == EventKind.PROMOTE.value,
         )
         .order_by(PolicyEvent.id.desc())
     )
