@@ -126,6 +126,13 @@ async def test_lora_version_changes_replies_and_leaves_base_alone(
     after = await _collect(engine, "v0", ids, s)
     assert with_lora != before
     assert after == before
+    # Merged mode: v1 from a merged copy of the weights writes the same reply; v0 is intact.
+    timings = await engine.set_weights("v1")
+    assert engine.weights_version() == "v1" and timings["pause_s"] == 0.0
+    assert await _collect(engine, "v1", ids, s) == with_lora
+    assert await _collect(engine, "v0", ids, s) == before
+    await engine.set_weights("v0")
+    assert engine.weights_version() is None
     await engine.unload_version("v1")
     assert engine.loaded_versions() == ["v0"]
 
