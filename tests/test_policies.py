@@ -110,8 +110,8 @@ def chat(client: Any, model: str = "loopchat") -> str:
 
 
 @pytest.fixture
-def setup(make_client: Any, tmp_path: Path) -> Any:
-    db_url = f"sqlite:///{tmp_path}/policies.db"
+def setup(make_client: Any, db_url: str) -> Any:
+    """A started app on a fake engine, on SQLite and on PostgreSQL."""
 
     def make(**settings: Any) -> tuple[Any, FakeEngine, Any]:
         engine = FakeEngine()

@@ -145,7 +145,7 @@ async def candidate_ready(body: CandidateNotice, runtime: RuntimeDep) -> NoticeO
     background; polling the database catches any notice that never arrives."""
     row: store.VersionRow = await _read(runtime, lambda s: store.find(s, body.version))
     accepted = row.status is VersionStatus.CANDIDATE
-    if accepted:
+    if accepted and runtime.chat is not None:  # still starting: start-up admits it
         runtime.registry.candidate_ready(row.name)
     return NoticeOut(version=row.name, status=row.status.value, accepted=accepted)
 
