@@ -371,3 +371,14 @@ def test_retired_versions_beyond_retain_are_unloaded(setup: Any) -> None:
     # Rolling back to an unloaded retained version loads it again.
     assert client.post("/v1/admin/policies/v1/promote").status_code == 200
     assert chat(client) == "loopchat@v1"
+
+
+def test_polling_admits_the_newest_of_several_candidates(setup: Any) -> None:
+    client, engine, registry = setup()
+    add_version(setup.db_url, "v1")
+    add_version(setup.db_url, "v2")
+    client.portal.call(registry.poll_once)
+    assert statuses(setup.db_url) == {"v0": "serving", "v1": "retired", "v2": "canary"}
+    assert "v1" not in engine.versions  # never loaded, so it cannot be pinned
+    r = client.post("/v1/chat/completions", json={"model": "loopchat@v1", "messages": HI})
+    assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"

@@ -216,6 +216,18 @@ def test_swaps_and_a_rollback_under_load_fail_nothing(
             more_traffic(load, 2 * CLIENTS)
             for name in ("v1", "v2", "v3"):
                 swap_in(load, name)
+            # A corrupt candidate fails to load; v3 keeps serving and nothing else changes.
+            broken = tmp_path / "adapters" / "v4"
+            broken.mkdir()
+            (broken / "adapter_config.json").write_text('{"peft_type": "LORA", "r": 8}')
+            (broken / "adapter_model.safetensors").write_bytes(b"not safetensors")
+            register(srv.db, "v4", broken)
+            admin(base, "POST", "/v1/admin/policies/notify", json={"version": "v4"})
+            wait_for(lambda: bool(admin(base, "GET", "/v1/admin/policies/events?kind=fail")))
+            listing = admin(base, "GET", "/v1/admin/policies")
+            assert (listing["serving"], listing["canary"]) == ("v3", None)
+            assert {p["name"]: p["status"] for p in listing["data"]}["v4"] == "failed"
+            more_traffic(load, CLIENTS)
             begun.append(time.monotonic())
             srv.cli("policy", "rollback", "--url", base, "--reason", "test rollback")
             changes.append(("v2", time.monotonic()))
@@ -251,5 +263,7 @@ def test_swaps_and_a_rollback_under_load_fail_nothing(
         policies = admin(base, "GET", "/v1/admin/policies")
         assert policies["serving"] == "v2"
         assert {p["name"]: p["in_weights"] for p in policies["data"]}["v2"] is True
+        # Merged copies of weights no longer in the engine are deleted (0.5 GB each on SmolLM2).
+        assert [d.name for d in (tmp_path / "engine" / "merged").iterdir()] == ["v2"]
     finally:
         srv.stop()

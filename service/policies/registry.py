@@ -302,8 +302,6 @@ class PolicyRegistry:
         )
         if self._canary is not None and self._canary.name == version.name:
             self._canary = None
-        if version.name in self._loaded:
-            self._loaded[version.name] = live
         await self._trim()
         log.info("retired %s: %s", version.name, reason)
         return live
@@ -344,7 +342,8 @@ class PolicyRegistry:
             return row
 
         live = LiveVersion.of(await self._db(write))
-        self._loaded[name] = live
+        if name in self._loaded:  # keep the status current; never list an unloaded one
+            self._loaded[name] = live
         return live
 
     async def _consolidate(self, version: LiveVersion) -> None:

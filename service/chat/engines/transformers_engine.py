@@ -113,11 +113,12 @@ class TransformersEngine:
             self._merged, self._weights = None, None
             return {}
         t0 = time.perf_counter()
-        model = await self._run(self._load_merged, spec)
+        model, out = await self._run(self._load_merged, spec)
         self._merged, self._weights = model, name
+        await asyncio.to_thread(_sweep, out)
         return {"prepare_s": time.perf_counter() - t0, "pause_s": 0.0}
 
-    def _load_merged(self, spec: VersionSpec) -> Any:
+    def _load_merged(self, spec: VersionSpec) -> tuple[Any, Path]:
         import torch
         from transformers import AutoModelForCausalLM
 
@@ -135,7 +136,7 @@ class TransformersEngine:
             model = AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32)
         except (WeightsError, OSError, ValueError) as e:
             raise EngineError(f"cannot merge {spec.name!r} into full weights: {e}") from e
-        return model.eval()  # type: ignore[no-untyped-call]
+        return model.eval(), out  # type: ignore[no-untyped-call]
 
     async def load_version(self, spec: VersionSpec) -> None:
         if spec.name in self._versions:
@@ -221,6 +222,15 @@ class TransformersEngine:
                 yield Delta(out + stops.flush(), 1, "length")
                 return
             yield Delta(out, 1)
+
+
+def _sweep(keep: Path) -> None:
+    """Delete the other merged copies next to `keep` (loaded models no longer need them)."""
+    import shutil
+
+    for d in keep.parent.glob("*"):
+        if d != keep:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 class _BaseView:

@@ -261,10 +261,23 @@ class VllmEngine:
         self._slots.open()
         t3 = time.perf_counter()
         await self._remove(old.values())
+        await asyncio.to_thread(self._sweep, name)
         timings = {"prepare_s": t1 - t0, "drain_s": t2 - t1, "reload_s": t3 - t2}
         timings["pause_s"] = t3 - t1
         log.info("engine weights are now %s (%s)", name, _fmt(timings))
         return timings
+
+    def _sweep(self, weights: str) -> None:
+        """Delete merged weights and relative adapters of other weights: no request can
+        use them any more (the swap drained them), and a merged copy of SmolLM2 is 0.5 GB.
+        They are rebuilt in seconds if those weights come back (a rollback)."""
+        import shutil
+
+        root = self._work_dir()
+        stale = [d for d in (root / "merged").glob("*") if d.name != weights]
+        stale += [d for d in (root / "relative").glob("*") if not d.name.endswith(f"-on-{weights}")]
+        for d in stale:
+            shutil.rmtree(d, ignore_errors=True)
 
     async def _remove(self, requests: Iterable[Any]) -> None:
         for req in requests:
