@@ -18,6 +18,7 @@ from service.db.migrate import upgrade
 from service.db.models import PolicyVersion, RunStatus, TrainingRun
 from service.db.session import make_engine, make_session_factory, session_scope
 from service.domain import VersionKind, VersionStatus
+from service.fsutil import atomic_dir
 from trainer import publish
 from trainer.config import ConfigError, EvalConfig, ScheduleConfig, describe, load_config
 from trainer.gate import EvalSummary, gate
@@ -216,15 +217,15 @@ def test_orphaned_running_rows_are_failed_and_queued_claimed(sessions: sessionma
 
 def test_atomic_dir_renames_only_on_success(tmp_path: Path) -> None:
     final = tmp_path / "policies" / "v1-run1"
-    with pytest.raises(RuntimeError), publish.atomic_dir(final) as tmp:
+    with pytest.raises(RuntimeError), atomic_dir(final) as tmp:
         (tmp / "weights").write_text("half")
         raise RuntimeError("killed")
     assert not final.exists()
     assert list((tmp_path / "policies").iterdir()) == []
-    with publish.atomic_dir(final) as tmp:
+    with atomic_dir(final) as tmp:
         (tmp / "weights").write_text("whole")
     assert (final / "weights").read_text() == "whole"
-    with pytest.raises(FileExistsError), publish.atomic_dir(final):
+    with pytest.raises(FileExistsError), atomic_dir(final):
         pass
 
 

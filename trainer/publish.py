@@ -10,12 +10,8 @@ lock whenever it writes or sweeps them.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import shutil
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -31,27 +27,6 @@ log = logging.getLogger(__name__)
 
 POLICIES = "policies"
 REWARD_MODELS = "reward_models"
-STAGING_PREFIX = ".staging-"
-
-
-@contextmanager
-def atomic_dir(final: Path) -> Iterator[Path]:
-    """Yield a staging directory beside `final`; rename it to `final` if the body succeeds."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    if final.exists():
-        raise FileExistsError(f"{final} already exists")
-    tmp = final.parent / f"{STAGING_PREFIX}{final.name}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        yield tmp
-        for f in tmp.rglob("*"):
-            if f.is_file():
-                with open(f, "rb") as fh:
-                    os.fsync(fh.fileno())
-        os.rename(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def sweep(session: Session, artifacts: Path) -> list[Path]:

@@ -29,6 +29,7 @@ from service.db import repository
 from service.db.models import PolicyVersion, RunStatus, TrainingRun
 from service.db.session import session_scope
 from service.domain import VersionKind, VersionStatus
+from service.fsutil import atomic_dir
 from trainer import publish
 from trainer.config import TrainConfig, as_dict
 from trainer.data import build_round_data, split_halves, stop_reason
@@ -186,7 +187,7 @@ def _phases(ctx: RoundContext, cfg: TrainConfig, rec: RunRecorder) -> RoundOutco
     rec.metrics["reward"] = rm_metrics
     accuracy = float(rm_metrics.get("accuracy", 0.0))
     rm_uri = ctx.artifacts / publish.REWARD_MODELS / f"run{rec.run_id}"
-    with publish.atomic_dir(rm_uri) as tmp:
+    with atomic_dir(rm_uri) as tmp:
         rm.save(tmp)
     with session_scope(ctx.sessions) as s:
         rm_row = publish.register_reward_model(
@@ -264,7 +265,7 @@ def _phases(ctx: RoundContext, cfg: TrainConfig, rec: RunRecorder) -> RoundOutco
     with session_scope(ctx.sessions) as s:
         name = publish.next_version_name(s)
     uri = ctx.artifacts / publish.POLICIES / f"{name}-run{rec.run_id}"
-    with publish.atomic_dir(uri) as tmp:
+    with atomic_dir(uri) as tmp:
         save_adapter(policy, tmp)
     with session_scope(ctx.sessions) as s:
         parent = s.get_one(PolicyVersion, serving_id)

@@ -51,6 +51,7 @@ def seed_votes(
         v = repository.version_by_name(s, version)
         if v is None:
             raise LookupError(f"no policy version {version}")
+
         def rid(prefix: str) -> str:  # ids from the seed: the same votes every run
             return f"{prefix}-{rng.getrandbits(128):032x}"
 

@@ -188,9 +188,7 @@ def matches(session: Session, since: datetime | None = None) -> list[Match]:
     if since is not None:
         stmt = stmt.where(Comparison.voted_at >= since)
     return [
-        Match(a, b, SCORE[choice])
-        for a, b, choice in session.execute(stmt)
-        if choice is not None
+        Match(a, b, SCORE[choice]) for a, b, choice in session.execute(stmt) if choice is not None
     ]
 
 

@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
-import uuid
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from service.fsutil import atomic_dir
 
 if TYPE_CHECKING:
     import torch
@@ -45,7 +44,7 @@ LORA_A = ".lora_A.weight"
 LORA_B = ".lora_B.weight"
 # Base-directory files that are weights; everything else (configs, tokenizer) is copied.
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".h5", ".msgpack", ".onnx")
-_STAGING_PREFIX = ".staging-"
+
 # String inits that only choose the starting adapter weights (vLLM's list too).
 _PLAIN_INITS = ("gaussian", "eva", "orthogonal", "mica", "lora_ga")
 
@@ -241,7 +240,7 @@ def save_delta(delta: LoraDelta, out: Path) -> Path:
     for name, (a, b) in delta.modules.items():
         tensors[name + LORA_A] = a.contiguous()
         tensors[name + LORA_B] = b.contiguous()
-    with _atomic_dir(out) as tmp:
+    with atomic_dir(out) as tmp:
         (tmp / ADAPTER_CONFIG).write_text(
             json.dumps(adapter_config(delta), indent=2) + "\n", encoding="utf-8"
         )
@@ -319,7 +318,7 @@ def write_merged(base_dir: Path, adapter: Path | None, out: Path) -> Path:
     pending: dict[str, Factors] = {}
     if adapter is not None:
         pending = {_weight_key(k): ab for k, ab in read_adapter(adapter).modules.items()}
-    with _atomic_dir(out) as tmp:
+    with atomic_dir(out) as tmp:
         _copy_side_files(base_dir, tmp)
         for shard in shards:
             _merge_shard(base_dir / shard, pending, tmp / shard)
@@ -346,30 +345,3 @@ def _copy_side_files(base_dir: Path, dest: Path) -> None:
     for f in base_dir.iterdir():
         if f.is_file() and (f.name == SAFETENSORS_INDEX or not f.name.endswith(_WEIGHT_SUFFIXES)):
             shutil.copy2(f, dest / f.name)
-
-
-# -- atomic directories --------------------------------------------------------------------
-
-
-@contextmanager
-def _atomic_dir(final: Path) -> Iterator[Path]:
-    """Yield a staging directory beside `final`; rename it to `final` if the body succeeds.
-
-    The same protocol as `trainer.publish.atomic_dir`, kept here so the service does not
-    import the trainer.
-    """
-    final.parent.mkdir(parents=True, exist_ok=True)
-    if final.exists():
-        raise FileExistsError(f"{final} already exists")
-    tmp = final.parent / f"{_STAGING_PREFIX}{final.name}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        yield tmp
-        for f in tmp.rglob("*"):
-            if f.is_file():
-                with open(f, "rb") as fh:
-                    os.fsync(fh.fileno())
-        os.rename(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
