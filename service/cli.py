@@ -240,6 +240,23 @@ def cmd_bench_serve(args: argparse.Namespace) -> int:
     return run_bench_serve(settings, cfg)
 
 
+def cmd_bench_swap(args: argparse.Namespace) -> int:
+    from service.bench.swap import SwapConfig, run_bench_swap
+
+    settings = _settings(args)
+    if settings.model is None:
+        from service.modelstore import prepare_bundled
+
+        prepare_bundled(settings.resolved_model_dir)
+    cfg = SwapConfig(
+        modes=tuple(dict.fromkeys(args.modes)),
+        concurrency=args.concurrency,
+        max_tokens=args.max_tokens,
+        phase_seconds=args.phase_seconds,
+    )
+    return run_bench_swap(settings, cfg)
+
+
 def cmd_policy(args: argparse.Namespace) -> int:
     from service.identity.auth import resolve_secrets
     from service.policies import commands
@@ -377,6 +394,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--max-tokens", type=int, default=64)
     sp.add_argument("--requests-per-stream", type=int, default=1)
     sp.set_defaults(func=cmd_bench_serve)
+
+    sp = bench.add_parser("swap", help="promote a new policy version under continuous chat load")
+    common(sp)
+    sp.add_argument("--modes", nargs="+", choices=["merged", "lora"], default=["merged", "lora"])
+    sp.add_argument("--concurrency", type=int, default=8, help="streaming clients")
+    sp.add_argument("--max-tokens", type=int, default=64)
+    sp.add_argument("--phase-seconds", type=float, default=20.0, help="before and after the swap")
+    sp.set_defaults(func=cmd_bench_swap)
 
     sp = bench.add_parser("train", help="one training round per data size, timed by phase")
     common(sp)

@@ -96,10 +96,10 @@ class LoadResult:
         return self.tokens / self.wall_s if self.wall_s > 0 else math.nan
 
     def ttft(self, q: float) -> float:
-        return _percentile([s.ttft_ms for s in self.samples if s.ttft_ms is not None], q)
+        return percentile([s.ttft_ms for s in self.samples if s.ttft_ms is not None], q)
 
     def latency(self, q: float) -> float:
-        return _percentile([s.latency_ms for s in self.samples], q)
+        return percentile([s.latency_ms for s in self.samples], q)
 
     def cells(self) -> list[float]:
         return [
@@ -152,7 +152,7 @@ def run_bench_serve(settings: Settings, cfg: BenchConfig) -> int:
         return 2
     with tempfile.TemporaryDirectory(prefix="loopchat-bench-") as tmp:
         try:
-            return asyncio.run(_bench(_isolated(settings, Path(tmp)), cfg))
+            return asyncio.run(_bench(isolated(settings, Path(tmp)), cfg))
         except Exception as e:  # a CLI: report any failure as one line plus the trace
             log.error("bench failed: %s", e, exc_info=True)
             return 1
@@ -171,7 +171,7 @@ def _check(settings: Settings, cfg: BenchConfig) -> str | None:
     return None
 
 
-def _isolated(settings: Settings, tmp: Path) -> Settings:
+def isolated(settings: Settings, tmp: Path) -> Settings:
     """The same settings on a throwaway database; the model directory stays pinned."""
     return settings.model_copy(
         update={
@@ -191,9 +191,9 @@ async def _bench(settings: Settings, cfg: BenchConfig) -> int:
     _print_header(settings, engine, cfg)
     levels: list[Level] = []
     try:
-        await _start_engine(engine)
+        await start_engine(engine)
         prompt_ids = await asyncio.to_thread(_encode_prompts, settings.resolved_model_dir)
-        async with _api_server(settings, engine, max(cfg.concurrency)) as (client, served_model):
+        async with api_server(settings, engine, max(cfg.concurrency)) as (client, served_model):
             version = served_model.rpartition("@")[2]
             engine_send = _engine_sender(engine, version, prompt_ids)
             api_send = _api_sender(client, served_model)
@@ -212,7 +212,7 @@ async def _bench(settings: Settings, cfg: BenchConfig) -> int:
     return 1 if any(lv.engine.errors or lv.api.errors for lv in levels) else 0
 
 
-async def _start_engine(engine: Engine) -> None:
+async def start_engine(engine: Engine) -> None:
     print(f"starting the {engine.info().name} engine ...", flush=True)
     start = time.perf_counter()
     await engine.start()
@@ -339,7 +339,7 @@ async def _read_sse(lines: AsyncIterator[str], start: float) -> Sample:
 
 
 @asynccontextmanager
-async def _api_server(
+async def api_server(
     settings: Settings, engine: Engine, max_streams: int
 ) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
     """Serve the app on a free local port; yield a client and the served model's name."""
@@ -401,7 +401,7 @@ async def _wait_ready(client: httpx.AsyncClient, server: asyncio.Task[None]) -> 
 # -- report --------------------------------------------------------------------------------
 
 
-def _percentile(values: Sequence[float], q: float) -> float:
+def percentile(values: Sequence[float], q: float) -> float:
     if not values:
         return math.nan
     s = sorted(values)
