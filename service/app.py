@@ -17,6 +17,7 @@ from service.api import (
     admin,
     chat,
     comparisons,
+    conversations,
     feedback,
     health,
     models,
@@ -39,6 +40,7 @@ from service.policies.registry import PolicyRegistry, registry_config
 from service.runtime import Runtime
 from service.settings import Settings
 from service.validation import describe_errors, first_param
+from service.web import default_dist, mount_web
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +88,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         models,
         ws,
         session,
+        conversations,
         feedback,
         comparisons,
         admin,
@@ -94,6 +97,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         health,
     ):
         app.include_router(module.router)
+    mount_web(app, settings.web_dir or default_dist())
     _install_error_handlers(app)
     app.add_middleware(RequestMetrics, metrics=metrics)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)

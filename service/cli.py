@@ -275,6 +275,21 @@ def cmd_policy(args: argparse.Namespace) -> int:
         return commands.change(target, sessions, args.action, ref, args.reason or "")
 
 
+def cmd_openapi(args: argparse.Namespace) -> int:
+    """Print the HTTP API's OpenAPI schema (the web app's client is generated from it)."""
+    import json
+
+    from service.app import create_app
+
+    schema = create_app(load_settings()).openapi()
+    text = json.dumps(schema, indent=2, sort_keys=True) + "\n"
+    if args.output:
+        args.output.write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="loopchat", description="Chat that learns from its users' votes."
@@ -373,6 +388,10 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--reason", help="recorded in the event log")
             sp.add_argument("--url", help="the server (default http://LOOPCHAT_HOST:LOOPCHAT_PORT)")
         sp.set_defaults(func=cmd_policy)
+
+    sp = sub.add_parser("openapi", help="print the HTTP API's OpenAPI schema as JSON")
+    sp.add_argument("-o", "--output", type=Path, help="write to this file")
+    sp.set_defaults(func=cmd_openapi)
 
     sp = sub.add_parser("export", help="feedback as JSONL in the shapes TRL reads")
     common(sp)

@@ -56,6 +56,8 @@ class Settings(BaseSettings):
         None, ge=1, description="Threads for the transformers engine."
     )
 
+    web_dir: Path | None = Field(None, description="Built web app; default frontend/dist.")
+
     # Policy versions: hot swaps, canary, promotion (see service/policies/).
     swap_mode: str = Field(
         "merged",

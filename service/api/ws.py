@@ -4,7 +4,8 @@ The connection is authenticated once, at connect, like the HTTP API (session coo
 or `Authorization: Bearer` from clients that can set headers).
 
 Client frames (JSON):
-  {"type": "chat", "messages": [...], "model"?, "temperature"?, ..., "n"?}
+  {"type": "chat", "messages": [...], "model"?, "temperature"?, ..., "n"?, "conversation_id"?}
+      with a conversation id, the conversation is stored as these messages + the reply
   {"type": "compare", "messages": [...], "temperature"?, ...}   two replies, A and B
   {"type": "vote", "comparison_id": "cmp-...", "choice": "a"|"b"|"tie"|"both_bad", "reason"?}
       accepted at any time, also while the two replies are still streaming
@@ -27,16 +28,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from service.api.chat import usage_of
 from service.api.comparisons import view_out
 from service.api.deps import authenticate, get_runtime
 from service.chat.service import ChatResult, ChatService, ChoiceDelta, PreparedChat
+from service.conversations import store as conversations
 from service.db.session import session_scope
 from service.errors import (
     BadRequest,
@@ -61,6 +63,12 @@ POLICY_VIOLATION = 1008
 
 class VoteFrame(VoteRequest):
     comparison_id: str
+
+
+class ChatFrame(ChatCompletionRequest):
+    conversation_id: str | None = Field(
+        None, max_length=64, description="Store the history and the reply in this conversation."
+    )
 
 
 class Sender:
@@ -105,12 +113,22 @@ async def ws_chat(ws: WebSocket) -> None:
                     await _vote(out, runtime, user, _model(VoteFrame, frame))
                     continue
                 if current is not None and not current.done():
+                    # It may have sent its last frame and be returning: give it a moment.
+                    await asyncio.wait({current}, timeout=0.2)
+                if current is not None and not current.done():
                     raise BadRequest("a reply is still streaming; send a stop frame first")
                 if kind == "chat":
                     chat = runtime.chat_service()
-                    req = _model(ChatCompletionRequest, frame)
-                    prepared = chat.prepare(req, source="ws", user_id=user.user_id)
-                    current = asyncio.create_task(_stream(out, chat, prepared))
+                    req = _model(ChatFrame, frame)
+                    conv = req.conversation_id
+                    prepared = chat.prepare(
+                        req, source="ws", user_id=user.user_id, conversation_id=conv
+                    )
+                    saver = None
+                    if conv is not None:
+                        saver = _conversation_saver(runtime, user.user_id, conv, req)
+                        await saver(None, None)  # the prompt is kept even if the reply fails
+                    current = asyncio.create_task(_stream(out, chat, prepared, saver))
                 else:
                     service = runtime.comparison_service()
                     plan = await service.start(
@@ -178,24 +196,70 @@ def _done(p: PreparedChat, result: ChatResult) -> dict[str, Any]:
     return {"type": "done", "choices": choices, "usage": usage_of(result).model_dump()}
 
 
+Finish = Callable[[], Awaitable[None]]
+
+
+async def _nothing() -> None:
+    return None
+
+
 @contextlib.asynccontextmanager
-async def _reporting(out: Sender, generation_ids: list[str]) -> AsyncIterator[None]:
-    """How a stream task ends: stopped (cancelled), gone (disconnect) or an error frame."""
+async def _reporting(
+    out: Sender, generation_ids: list[str], finish: Finish = _nothing
+) -> AsyncIterator[None]:
+    """How a stream task ends: stopped (cancelled), gone (disconnect) or an error frame.
+
+    `finish` runs before the last frame, so a client that sends its next request as soon
+    as it sees that frame finds this one completely done.
+    """
     try:
         yield
     except asyncio.CancelledError:
+        await finish()
         with contextlib.suppress(Exception):
             await out.send({"type": "stopped", "generation_ids": generation_ids})
         raise
     except WebSocketDisconnect:
+        await finish()
         return
     except Exception as e:
+        await finish()
         with contextlib.suppress(Exception):
             await out.error(e)
 
 
-async def _stream(out: Sender, chat: ChatService, p: PreparedChat) -> None:
-    async with _reporting(out, p.generation_ids):
+Saver = Callable[[str | None, str | None], Awaitable[None]]
+
+
+def _conversation_saver(
+    runtime: Runtime, user_id: str, conversation_id: str, req: ChatCompletionRequest
+) -> Saver:
+    """Stores the request's history, then (reply, generation id) when it ends."""
+    history = [(m.role, m.text()) for m in req.messages]
+
+    async def save(reply: str | None, generation_id: str | None) -> None:
+        def write() -> None:
+            with session_scope(runtime.sessions) as s:
+                conversations.save_turn(s, conversation_id, user_id, history, reply, generation_id)
+
+        await asyncio.to_thread(write)
+
+    return save
+
+
+async def _stream(
+    out: Sender, chat: ChatService, p: PreparedChat, save: Saver | None = None
+) -> None:
+    text: list[str] = []  # choice 0, for the conversation
+
+    async def finish() -> None:
+        # Store the reply in the conversation (a stopped one as far as it got, like its
+        # generation row) before the client hears that it ended.
+        if save is not None and p.begun:
+            with contextlib.suppress(Exception):
+                await save("".join(text), p.generation_ids[0])
+
+    async with _reporting(out, p.generation_ids, finish):
         await chat.begin(p)
         await out.send(
             {"type": "start", "generation_ids": p.generation_ids, "model": p.public_model}
@@ -203,8 +267,11 @@ async def _stream(out: Sender, chat: ChatService, p: PreparedChat) -> None:
         async for ev in chat.stream(p):
             if isinstance(ev, ChoiceDelta):
                 if ev.text:
+                    if ev.index == 0:
+                        text.append(ev.text)
                     await out.send({"type": "delta", "index": ev.index, "content": ev.text})
             else:
+                await finish()
                 await out.send(_done(p, ev))
 
 

@@ -1,0 +1,1 @@
+"""Stored chat conversations of web users (list, rename, delete, history with votes)."""
