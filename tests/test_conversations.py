@@ -82,7 +82,7 @@ def test_a_stopped_reply_is_kept_as_far_as_it_got(make_client: Any) -> None:
         ws.receive_json()
         ws.send_json({"type": "stop"})
         assert frames_until(ws, {"stopped", "done"})[-1]["type"] == "stopped"
-    [user, reply] = client.get(f"/v1/conversations/{conv}").json()["messages"]
+    [_, reply] = client.get(f"/v1/conversations/{conv}").json()["messages"]
     assert reply["content"].startswith("w0") and len(reply["content"].split()) < 300
 
 
