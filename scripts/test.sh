@@ -7,6 +7,10 @@ echo "[test] ruff"
 .venv/bin/ruff check service trainer tests || exit 1
 echo "[test] mypy"
 .venv/bin/mypy || exit 1
+if [ -f frontend/package.json ]; then
+  echo "[test] web app: typecheck and unit tests (vitest)"
+  (cd frontend && npm run --silent typecheck && npm test --silent) || exit 1
+fi
 echo "[test] pytest"
 .venv/bin/python -m pytest "$@"
 rc=$?

@@ -1,0 +1,25 @@
+/** Short names for the generated schema types (src/api/schema.d.ts, from openapi.json). */
+import type { components } from './schema';
+
+type S = components['schemas'];
+
+export type ChatMessageIn = S['ChatMessage'];
+export type ComparisonOut = S['ComparisonOut'];
+export type Conversation = S['ConversationOut'];
+export type ConversationDetail = S['ConversationDetail'];
+export type StoredMessage = S['MessageOut'];
+export type EventOut = S['EventOut'];
+export type PolicyList = S['PolicyList'];
+export type PolicyOut = S['PolicyOut'];
+export type RatingOut = S['service__protocol__feedback__RatingOut'];
+export type RatingsOut = S['RatingsOut'];
+export type VersionRating = S['service__protocol__policies__RatingOut'];
+export type ReasonsOut = S['ReasonsOut'];
+export type RunDetail = S['RunDetail'];
+export type RunOut = S['RunOut'];
+export type StatsOut = S['StatsOut'];
+export type DayVotes = S['DayVotes'];
+export type Usage = S['Usage'];
+
+export type Thumb = 'up' | 'down';
+export type Choice = 'a' | 'b' | 'tie' | 'both_bad';

@@ -1,0 +1,98 @@
+import { describe, expect, it } from 'vitest';
+import type { RunDetail, VersionRating } from '../api/types';
+import { eloSeries, runPoint, thumbsSeries, trainingSeries, votesSeries } from './chartData';
+
+const r = (version: string, extra: Partial<VersionRating>): VersionRating => ({
+  version,
+  status: 'retired',
+  elo: 1000,
+  elo_interval: { low: 990, high: 1010 },
+  comparisons: 0,
+  thumbs_up: 0,
+  thumbs_down: 0,
+  thumbs_rate: null,
+  thumbs_interval: null,
+  ...extra,
+});
+
+function run(id: number, metrics: Record<string, unknown>): RunDetail {
+  return {
+    id,
+    status: 'succeeded',
+    trigger: 'operator',
+    reason: null,
+    created_at: '',
+    started_at: null,
+    finished_at: null,
+    data_window_start: null,
+    data_window_end: null,
+    counts: {},
+    progress: {},
+    policy_version: null,
+    reward_model_id: null,
+    metrics,
+    logs: '',
+  };
+}
+
+describe('chart data', () => {
+  const ratings = [
+    r('v10', { thumbs_rate: 0.5, thumbs_interval: { low: 0.3, high: 0.7 }, elo: 1040, elo_interval: { low: 1000, high: 1080 } }),
+    r('v0', { thumbs_rate: 0.25, thumbs_interval: { low: 0.1, high: 0.5 } }),
+    r('v2', {}),
+  ];
+
+  it('thumbs-up rates per version with their intervals as floating bars', () => {
+    expect(thumbsSeries(ratings)).toEqual({
+      labels: ['v0', 'v2', 'v10'],
+      values: [0.25, null, 0.5],
+      ranges: [[0.1, 0.5], null, [0.3, 0.7]],
+    });
+  });
+
+  it('Elo per version with its interval', () => {
+    const s = eloSeries(ratings);
+    expect(s.labels).toEqual(['v0', 'v2', 'v10']);
+    expect(s.values).toEqual([1000, 1000, 1040]);
+    expect(s.ranges[2]).toEqual([1000, 1080]);
+  });
+
+  it('accepts public model names as versions', () => {
+    expect(thumbsSeries([r('loopchat@v1', {})]).labels).toEqual(['v1']);
+  });
+
+  it('votes per day as three series', () => {
+    const s = votesSeries([
+      { day: '2026-01-01', ratings: 3, thumbs_up: 2, thumbs_down: 1, comparisons: 4 },
+      { day: '2026-01-02', ratings: 0, thumbs_up: 0, thumbs_down: 0, comparisons: 1 },
+    ]);
+    expect(s.labels).toEqual(['2026-01-01', '2026-01-02']);
+    expect(s.series.map((x) => [x.label, x.data])).toEqual([
+      ['Thumbs up', [2, 0]],
+      ['Thumbs down', [1, 0]],
+      ['Comparisons', [4, 1]],
+    ]);
+  });
+
+  it('training metrics per round from the trainer’s keys, oldest first, gaps as null', () => {
+    const runs = [
+      run(3, { reward: { accuracy: 0.8 }, evaluation: { win_rate: 0.6, kl_candidate: 1.5, kl_serving: 0.4, check_win_rate: 0.55 } }),
+      run(1, { reward: { accuracy: 0.55 } }), // stopped after the reward model
+    ];
+    expect(runPoint(runs[0]!)).toEqual({ id: 3, rmAccuracy: 0.8, winRate: 0.6, checkWinRate: 0.55, klCandidate: 1.5, klServing: 0.4 });
+    const { rates, kl } = trainingSeries(runs);
+    expect(rates.labels).toEqual(['#1', '#3']);
+    expect(rates.series[0]).toEqual({ label: 'RM held-out accuracy', data: [0.55, 0.8] });
+    expect(rates.series[1]!.data).toEqual([null, 0.6]);
+    expect(kl.series[0]!.data).toEqual([null, 1.5]);
+  });
+});
+
+describe('parseTime', () => {
+  it('reads times without a zone as UTC', async () => {
+    const { parseTime } = await import('./format');
+    expect(parseTime('2026-11-21T21:27:40.220841').toISOString()).toBe('2026-11-21T21:27:40.220Z');
+    expect(parseTime('2026-11-21T21:27:40Z').toISOString()).toBe('2026-11-21T21:27:40.000Z');
+    expect(parseTime('2026-11-21T21:27:40+01:00').toISOString()).toBe('2026-11-21T20:27:40.000Z');
+  });
+});

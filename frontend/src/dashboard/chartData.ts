@@ -1,0 +1,107 @@
+/**
+ * API answers -> Chart.js data. Intervals are floating bars ([low, high] per label)
+ * under a point for the estimate; missing values are null so Chart.js leaves a gap.
+ */
+import type { DayVotes, RunDetail, VersionRating } from '../api/types';
+import { metric, sub, versionName } from './format';
+
+export type Range = [number, number];
+
+export interface IntervalSeries {
+  labels: string[];
+  values: (number | null)[];
+  ranges: (Range | null)[];
+}
+
+export interface LineSeries {
+  label: string;
+  data: (number | null)[];
+}
+
+export interface Series {
+  labels: string[];
+  series: LineSeries[];
+}
+
+function byVersion(ratings: VersionRating[]): VersionRating[] {
+  const n = (v: string) => Number(versionName(v).replace(/^\D+/, '')) || 0;
+  return [...ratings].sort((a, b) => n(a.version) - n(b.version) || a.version.localeCompare(b.version));
+}
+
+/** Thumbs-up rate per version with its Wilson interval (null where no thumbs yet). */
+export function thumbsSeries(ratings: VersionRating[]): IntervalSeries {
+  const rows = byVersion(ratings);
+  return {
+    labels: rows.map((r) => versionName(r.version)),
+    values: rows.map((r) => r.thumbs_rate ?? null),
+    ranges: rows.map((r) => (r.thumbs_interval ? [r.thumbs_interval.low, r.thumbs_interval.high] : null)),
+  };
+}
+
+/** Bradley-Terry Elo per version with its bootstrap interval. */
+export function eloSeries(ratings: VersionRating[]): IntervalSeries {
+  const rows = byVersion(ratings);
+  return {
+    labels: rows.map((r) => versionName(r.version)),
+    values: rows.map((r) => r.elo),
+    ranges: rows.map((r) => [r.elo_interval.low, r.elo_interval.high]),
+  };
+}
+
+/** Votes per UTC day: thumbs up, thumbs down and comparisons. */
+export function votesSeries(days: DayVotes[]): Series {
+  return {
+    labels: days.map((d) => d.day),
+    series: [
+      { label: 'Thumbs up', data: days.map((d) => d.thumbs_up) },
+      { label: 'Thumbs down', data: days.map((d) => d.thumbs_down) },
+      { label: 'Comparisons', data: days.map((d) => d.comparisons) },
+    ],
+  };
+}
+
+export interface RunPoint {
+  id: number;
+  rmAccuracy: number | null;
+  winRate: number | null;
+  checkWinRate: number | null;
+  klCandidate: number | null;
+  klServing: number | null;
+}
+
+/** The round metrics the charts show, from a run's metrics (trainer/round.py keys). */
+export function runPoint(run: RunDetail): RunPoint {
+  const reward = sub(run.metrics, 'reward');
+  const evaluation = sub(run.metrics, 'evaluation');
+  return {
+    id: run.id,
+    rmAccuracy: metric(reward, 'accuracy'),
+    winRate: metric(evaluation, 'win_rate'),
+    checkWinRate: metric(evaluation, 'check_win_rate'),
+    klCandidate: metric(evaluation, 'kl_candidate'),
+    klServing: metric(evaluation, 'kl_serving'),
+  };
+}
+
+/** Rates over rounds (0..1) and KL to the reference over rounds, oldest round first. */
+export function trainingSeries(runs: RunDetail[]): { rates: Series; kl: Series } {
+  const points = [...runs].sort((a, b) => a.id - b.id).map(runPoint);
+  const labels = points.map((p) => `#${p.id}`);
+  return {
+    rates: {
+      labels,
+      series: [
+        { label: 'RM held-out accuracy', data: points.map((p) => p.rmAccuracy) },
+        { label: 'Candidate win rate (RM)', data: points.map((p) => p.winRate) },
+        { label: 'Candidate win rate (check RM)', data: points.map((p) => p.checkWinRate) },
+      ],
+    },
+    kl: {
+      labels,
+      series: [
+        { label: 'KL to v0, candidate', data: points.map((p) => p.klCandidate) },
+        { label: 'KL to v0, serving', data: points.map((p) => p.klServing) },
+      ],
+    },
+  };
+}
