@@ -109,3 +109,16 @@ def test_other_users_and_bad_input_change_nothing(make_client: Any) -> None:
     assert client.delete(f"/v1/conversations/{conv}").status_code == 204
     assert client.get(f"/v1/conversations/{conv}").status_code == 404
     assert client.get("/v1/conversations").json()["data"] == []
+
+
+def test_a_chat_right_after_stop_waits_for_the_stopped_reply(make_client: Any) -> None:
+    engine = FakeEngine(" ".join(f"w{i}" for i in range(300)), delay=0.01)
+    client: TestClient = make_client(engine=engine, max_new_tokens=400)
+    conv = client.post("/v1/conversations").json()["id"]
+    with client.websocket_connect("/v1/ws/chat") as ws:
+        ws.send_json({"type": "chat", "messages": [Q1], "conversation_id": conv, "max_tokens": 300})
+        assert ws.receive_json()["type"] == "start"
+        ws.send_json({"type": "stop"})
+        ws.send_json({"type": "chat", "messages": [Q1], "conversation_id": conv, "max_tokens": 2})
+        kinds = [f["type"] for f in frames_until(ws, {"done", "error"})]
+    assert "error" not in kinds and kinds[-1] == "done" and "stopped" in kinds

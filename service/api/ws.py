@@ -113,8 +113,11 @@ async def ws_chat(ws: WebSocket) -> None:
                     await _vote(out, runtime, user, _model(VoteFrame, frame))
                     continue
                 if current is not None and not current.done():
-                    # It may have sent its last frame and be returning: give it a moment.
-                    await asyncio.wait({current}, timeout=0.2)
+                    if current.cancelling():  # stopped: let it store what it has, then go on
+                        with contextlib.suppress(asyncio.CancelledError, Exception):
+                            await current
+                    else:  # it may have sent its last frame and be returning
+                        await asyncio.wait({current}, timeout=0.2)
                 if current is not None and not current.done():
                     raise BadRequest("a reply is still streaming; send a stop frame first")
                 if kind == "chat":
