@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -26,6 +27,7 @@ from service.api import (
     training,
     ws,
 )
+from service.api.openapi import document_errors
 from service.chat.engines.base import Engine
 from service.chat.engines.factory import build_engine
 from service.db.migrate import upgrade
@@ -43,6 +45,15 @@ from service.validation import describe_errors, first_param
 from service.web import default_dist, mount_web
 
 log = logging.getLogger(__name__)
+
+
+class LoopchatApp(FastAPI):
+    """FastAPI whose schema documents the error envelope the handlers below send."""
+
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is None:
+            self.openapi_schema = document_errors(super().openapi())
+        return self.openapi_schema
 
 
 def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
@@ -82,7 +93,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         finally:
             await runtime.stop()
 
-    app = FastAPI(title="loopchat", version="0.1.0", lifespan=lifespan)
+    app = LoopchatApp(title="loopchat", version="0.1.0", lifespan=lifespan)
     for module in (
         chat,
         models,

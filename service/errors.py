@@ -2,7 +2,8 @@
 
 Every error a caller sees, from a validation failure to an unexpected crash, goes
 through `error_body`: `{"error": {"message", "type", "code", "param"}}`. Messages are
-ours, never a stack trace.
+ours, never a stack trace. Its schema is `service.protocol.errors.ErrorResponse`, which the
+OpenAPI document declares for every error status (`service.api.openapi`).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Serve the built web app (`frontend/dist`) from the API's own origin.
 
 The app's pages (/, /compare, /dashboard, /c/<conversation>) all answer with index.html
-(the client routes); built files are served as they are. Nothing here shadows /v1,
-/metrics or the health probes: routers are registered before this mount.
+(the client routes), and the built files are served under /assets. Nothing here
+shadows /v1, /metrics or the health probes.
 """
 
 from __future__ import annotations
@@ -34,5 +34,7 @@ def mount_web(app: FastAPI, dist: Path) -> None:
 
     for path in PAGES:
         app.add_api_route(path, page, methods=["GET"], include_in_schema=False, response_model=None)
-    if dist.is_dir():
-        app.mount("/", StaticFiles(directory=dist), name="web")
+    # Only the built assets are files; a catch-all mount at / would turn a wrong method on
+    # an API path (405) into a 404 from the file server.
+    if (dist / "assets").is_dir():
+        app.mount("/assets", StaticFiles(directory=dist / "assets"), name="web-assets")

@@ -86,6 +86,34 @@ def test_a_stopped_reply_is_kept_as_far_as_it_got(make_client: Any) -> None:
     assert reply["content"].startswith("w0") and len(reply["content"].split()) < 300
 
 
+def test_each_reply_says_how_it_finished(make_client: Any) -> None:
+    engine = FakeEngine(" ".join(f"w{i}" for i in range(300)), delay=0.01)
+    client: TestClient = make_client(engine=engine, max_new_tokens=400)
+    conv = client.post("/v1/conversations").json()["id"]
+    with client.websocket_connect("/v1/ws/chat") as ws:
+        ws.send_json({"type": "chat", "messages": [Q1], "conversation_id": conv, "max_tokens": 3})
+        frames_until(ws, {"done"})
+        history = [
+            Q1,
+            {"role": "assistant", "content": "w0 w1 w2"},
+            {"role": "user", "content": "On"},
+        ]
+        ws.send_json({"type": "chat", "messages": history, "conversation_id": conv})
+        assert ws.receive_json()["type"] == "start"
+        ws.receive_json()
+        ws.send_json({"type": "stop"})
+        assert frames_until(ws, {"stopped", "done"})[-1]["type"] == "stopped"
+    client.portal.call(client.app.state.runtime.chat_service().drain)  # type: ignore[attr-defined]
+    messages = client.get(f"/v1/conversations/{conv}").json()["messages"]
+    got = [(m["role"], m["status"], m["finish_reason"]) for m in messages]
+    assert got == [
+        ("user", None, None),
+        ("assistant", "completed", "length"),  # cut at max_tokens
+        ("user", None, None),
+        ("assistant", "cut_off", None),  # stopped
+    ]
+
+
 def test_other_users_and_bad_input_change_nothing(make_client: Any) -> None:
     client: TestClient = make_client(engine=FakeEngine("ok"))
     conv = client.post("/v1/conversations", json={"title": "mine"}).json()["id"]

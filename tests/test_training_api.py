@@ -42,6 +42,59 @@ def test_queue_a_round_and_watch_it(make_client: Any, tmp_path: Path) -> None:
     assert "phase data" in detail["logs"]
     assert detail["metrics"]["config"]["policy"]["algorithm"] == TrainConfig().policy.algorithm
     assert detail["progress"]["phase"] == "done"
+    assert set(detail["summary"].values()) == {None}  # stopped before the reward model
+
+
+def test_the_run_list_summarises_each_round(make_client: Any, tmp_path: Path) -> None:
+    from service.db.models import TrainingRun
+    from service.db.session import session_scope
+
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    client = make_client(url)
+    evaluation = {
+        "win_rate": 0.625,
+        "check_win_rate": 0.5,
+        "kl_candidate": 1.25,
+        "kl_serving": 0.0,
+        "length_ratio": 1.1,
+        "replies": 16.0,
+    }
+    engine = make_engine(url)
+    try:
+        with session_scope(make_session_factory(engine)) as s:
+            s.add(
+                TrainingRun(
+                    status=RunStatus.REJECTED,
+                    metrics={
+                        "reward": {"accuracy": 0.75, "n": 40.0},
+                        "check_reward": {"accuracy": 0.7},
+                        "evaluation": evaluation,
+                    },
+                )
+            )
+            # stopped after the reward model; a figure that is not a number reads as null
+            s.add(
+                TrainingRun(
+                    status=RunStatus.STOPPED,
+                    metrics={"reward": {"accuracy": "n/a"}, "evaluation": 3},
+                )
+            )
+    finally:
+        engine.dispose()
+    full, stopped = sorted(client.get("/v1/admin/training-runs").json(), key=lambda r: r["id"])
+    assert full["summary"] == {
+        "rm_accuracy": 0.75,
+        "check_rm_accuracy": 0.7,
+        "win_rate": 0.625,
+        "check_win_rate": 0.5,
+        "kl_candidate": 1.25,
+        "kl_serving": 0.0,
+        "length_ratio": 1.1,
+    }
+    assert "metrics" not in full  # the detail still has them all
+    assert set(stopped["summary"].values()) == {None}
+    detail = client.get(f"/v1/admin/training-runs/{full['id']}").json()
+    assert detail["summary"] == full["summary"]
 
 
 def test_training_api_needs_the_operator_and_says_not_found(make_client: Any) -> None:

@@ -12,6 +12,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from service.api.deps import RuntimeDep, operator
+from service.api.openapi import OPERATOR, errors
 from service.db.session import session_scope
 from service.errors import InvalidValue, NotFound
 from service.feedback.export import ExportFilter, ExportFormat, export_lines
@@ -19,8 +20,11 @@ from service.feedback.stats import feedback_stats
 from service.identity import store
 from service.identity.store import KeyInfo
 from service.protocol.admin import StatsOut
+from service.protocol.types import UtcDatetime
 
-router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Depends(operator)])
+router = APIRouter(
+    prefix="/v1/admin", tags=["admin"], dependencies=[Depends(operator)], responses=OPERATOR
+)
 
 
 class KeyCreate(BaseModel):
@@ -32,8 +36,8 @@ class KeyOut(BaseModel):
     name: str
     prefix: str = Field(description="The first characters of the key, to recognise it.")
     user_id: str
-    created_at: datetime
-    revoked_at: datetime | None
+    created_at: UtcDatetime
+    revoked_at: UtcDatetime | None
 
 
 class KeyCreated(KeyOut):
@@ -57,7 +61,7 @@ def list_keys(runtime: RuntimeDep) -> list[KeyOut]:
         return [_key_out(k) for k in store.list_api_keys(s)]
 
 
-@router.delete("/keys/{key_id}", response_model=KeyOut)
+@router.delete("/keys/{key_id}", response_model=KeyOut, responses=errors(404))
 def revoke_key(key_id: str, runtime: RuntimeDep) -> KeyOut:
     """Revoke a key: requests with it get 401 from now on. Repeating it changes nothing."""
     with session_scope(runtime.sessions) as s:
@@ -70,7 +74,7 @@ def revoke_key(key_id: str, runtime: RuntimeDep) -> KeyOut:
 @router.get(
     "/export",
     response_class=StreamingResponse,
-    responses={200: {"content": {"application/x-ndjson": {}}}},
+    responses={200: {"content": {"application/x-ndjson": {}}}, **errors(422)},
 )
 def export(
     runtime: RuntimeDep,

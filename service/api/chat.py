@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from service.api.cancellation import cancel_on_disconnect
 from service.api.deps import ChatDep, UserDep
+from service.api.openapi import CALLER, errors
 from service.chat.service import ChatResult, ChatService, ChoiceDelta, PreparedChat
 from service.errors import from_exception
 from service.protocol.chat import (
@@ -23,7 +24,7 @@ from service.protocol.chat import (
     Usage,
 )
 
-router = APIRouter(tags=["chat"])
+router = APIRouter(tags=["chat"], responses=CALLER)
 
 
 def usage_of(result: ChatResult) -> Usage:
@@ -34,7 +35,7 @@ def usage_of(result: ChatResult) -> Usage:
     )
 
 
-@router.post("/v1/chat/completions", response_model=ChatCompletion)
+@router.post("/v1/chat/completions", response_model=ChatCompletion, responses=errors(400, 404))
 async def chat_completions(
     body: ChatCompletionRequest, user: UserDep, chat: ChatDep, request: Request
 ) -> JSONResponse | StreamingResponse:

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 
 from service.api.cancellation import cancel_on_disconnect
 from service.api.deps import ComparisonsDep, RuntimeDep, UserDep, VoterDep
+from service.api.openapi import CALLER, errors
 from service.chat.service import ChatResult
 from service.db.session import session_scope
 from service.feedback import comparisons
@@ -19,7 +20,7 @@ from service.protocol.feedback import (
     VoteRequest,
 )
 
-router = APIRouter(tags=["feedback"])
+router = APIRouter(tags=["feedback"], responses=CALLER)
 
 
 def view_out(v: ComparisonView) -> ComparisonOut:
@@ -60,7 +61,9 @@ def _fresh(plan: ComparisonPlan, a: ChatResult, b: ChatResult) -> ComparisonOut:
     )
 
 
-@router.post("/v1/comparisons", response_model=ComparisonOut, status_code=201)
+@router.post(
+    "/v1/comparisons", response_model=ComparisonOut, status_code=201, responses=errors(400)
+)
 async def create(
     body: ComparisonRequest, user: UserDep, service: ComparisonsDep, request: Request
 ) -> ComparisonOut:
@@ -70,7 +73,11 @@ async def create(
     return _fresh(plan, a, b)
 
 
-@router.post("/v1/comparisons/{comparison_id}/vote", response_model=ComparisonOut)
+@router.post(
+    "/v1/comparisons/{comparison_id}/vote",
+    response_model=ComparisonOut,
+    responses=errors(403, 404, 409, 422, 429),
+)
 def vote(
     comparison_id: str, body: VoteRequest, user: VoterDep, runtime: RuntimeDep
 ) -> ComparisonOut:
@@ -82,7 +89,9 @@ def vote(
     return view_out(view)
 
 
-@router.get("/v1/comparisons/{comparison_id}", response_model=ComparisonOut)
+@router.get(
+    "/v1/comparisons/{comparison_id}", response_model=ComparisonOut, responses=errors(403, 404)
+)
 def get(comparison_id: str, user: UserDep, runtime: RuntimeDep) -> ComparisonOut:
     with session_scope(runtime.read_sessions) as s:
         return view_out(comparisons.get(s, user.user_id, comparison_id, runtime.registry.alias))

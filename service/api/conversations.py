@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 
 from service.api.deps import RuntimeDep, UserDep
+from service.api.openapi import CALLER, errors
 from service.conversations import store
 from service.db.session import session_scope
 from service.protocol.conversations import (
@@ -20,7 +21,8 @@ from service.protocol.conversations import (
 )
 from service.runtime import Runtime
 
-router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
+router = APIRouter(prefix="/v1/conversations", tags=["conversations"], responses=CALLER)
+NOT_FOUND = errors(404)
 
 
 def _run(runtime: Runtime, fn: Any, *, write: bool = False) -> Any:
@@ -49,7 +51,7 @@ async def create_conversation(
     return ConversationOut(**info.__dict__)
 
 
-@router.get("/{conversation_id}", response_model=ConversationDetail)
+@router.get("/{conversation_id}", response_model=ConversationDetail, responses=NOT_FOUND)
 async def get_conversation(
     conversation_id: str, user: UserDep, runtime: RuntimeDep
 ) -> ConversationDetail:
@@ -61,7 +63,7 @@ async def get_conversation(
     return ConversationDetail(**info.__dict__, messages=[MessageOut(**m.__dict__) for m in msgs])
 
 
-@router.patch("/{conversation_id}", response_model=ConversationOut)
+@router.patch("/{conversation_id}", response_model=ConversationOut, responses=NOT_FOUND)
 async def rename_conversation(
     conversation_id: str, body: ConversationRename, user: UserDep, runtime: RuntimeDep
 ) -> ConversationOut:
@@ -71,7 +73,7 @@ async def rename_conversation(
     return ConversationOut(**info.__dict__)
 
 
-@router.delete("/{conversation_id}", status_code=204)
+@router.delete("/{conversation_id}", status_code=204, responses=NOT_FOUND)
 async def delete_conversation(conversation_id: str, user: UserDep, runtime: RuntimeDep) -> Response:
     await _run(runtime, lambda s: store.remove(s, conversation_id, user.user_id), write=True)
     return Response(status_code=204)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from service.api.deps import RuntimeDep, UserDep
+from service.api.openapi import CALLER
 from service.protocol.chat import ModelCard, ModelList
 
-router = APIRouter(tags=["models"])
+router = APIRouter(tags=["models"], responses=CALLER)
 
 
 @router.get("/v1/models", response_model=ModelList)

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 
 from service.api.deps import RuntimeDep, operator
+from service.api.openapi import OPERATOR, errors
 from service.db.session import session_scope
 from service.domain import VersionStatus
 from service.policies import store
@@ -24,12 +25,17 @@ from service.protocol.policies import (
     NoticeOut,
     PolicyList,
     PolicyOut,
-    RatingOut,
     RatingsOut,
+    VersionRatingOut,
 )
 from service.runtime import Runtime
 
-router = APIRouter(prefix="/v1/admin/policies", tags=["policies"], dependencies=[Depends(operator)])
+router = APIRouter(
+    prefix="/v1/admin/policies",
+    tags=["policies"],
+    dependencies=[Depends(operator)],
+    responses=OPERATOR,
+)
 
 
 def _read(runtime: Runtime, fn: Any) -> Any:
@@ -115,7 +121,7 @@ async def ratings(
     return RatingsOut(
         level=level,
         ratings=[
-            RatingOut(
+            VersionRatingOut(
                 version=v.name,
                 status=status.get(v.name, "unknown"),
                 elo=v.elo,
@@ -139,7 +145,7 @@ async def ratings(
     )
 
 
-@router.post("/notify", response_model=NoticeOut, status_code=202)
+@router.post("/notify", response_model=NoticeOut, status_code=202, responses=errors(404))
 async def candidate_ready(body: CandidateNotice, runtime: RuntimeDep) -> NoticeOut:
     """The trainer published a version. A candidate is loaded and canaried in the
     background; polling the database catches any notice that never arrives."""
@@ -156,7 +162,7 @@ async def _out(runtime: Runtime, name: str) -> PolicyOut:
     return _policy_out(runtime.registry, next(r for r in rows if r.name == name), names)
 
 
-@router.post("/rollback", response_model=PolicyOut)
+@router.post("/rollback", response_model=PolicyOut, responses=errors(409))
 async def rollback(runtime: RuntimeDep, body: ChangeIn | None = None) -> PolicyOut:
     """Serve again the version that served before the current one."""
     reason = body.reason if body else None
@@ -164,7 +170,7 @@ async def rollback(runtime: RuntimeDep, body: ChangeIn | None = None) -> PolicyO
     return await _out(runtime, live.name)
 
 
-@router.post("/{ref}/promote", response_model=PolicyOut)
+@router.post("/{ref}/promote", response_model=PolicyOut, responses=errors(404, 409))
 async def promote(ref: str, runtime: RuntimeDep, body: ChangeIn | None = None) -> PolicyOut:
     """Make a candidate, the canary or a retained version serve (the latter is a rollback).
     `ref` is a name (v3) or an id."""
@@ -173,7 +179,7 @@ async def promote(ref: str, runtime: RuntimeDep, body: ChangeIn | None = None) -
     return await _out(runtime, live.name)
 
 
-@router.post("/{ref}/retire", response_model=PolicyOut)
+@router.post("/{ref}/retire", response_model=PolicyOut, responses=errors(404, 409))
 async def retire(ref: str, runtime: RuntimeDep, body: ChangeIn | None = None) -> PolicyOut:
     """Stop a candidate or the canary from taking traffic."""
     reason = body.reason if body else None

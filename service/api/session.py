@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from service.api.deps import RuntimeDep, UserDep, authenticate
+from service.api.openapi import CALLER, errors
 from service.errors import Forbidden, Unauthorized
 from service.identity.auth import SESSION_COOKIE
 from service.protocol.feedback import SessionOut
@@ -15,7 +16,16 @@ from service.protocol.feedback import SessionOut
 router = APIRouter(tags=["identity"])
 
 
-@router.post("/v1/session", response_model=SessionOut)
+@router.post(
+    "/v1/session",
+    response_model=SessionOut,
+    status_code=201,
+    responses={
+        200: {"model": SessionOut, "description": "The session cookie sent is valid: kept."},
+        201: {"description": "A new anonymous session; its cookie is set."},
+        **errors(403, 500, 503),
+    },
+)
 async def start_session(request: Request, runtime: RuntimeDep) -> JSONResponse:
     """Keep a valid session (200), or start a new anonymous one (201) and set its cookie."""
     if request.cookies.get(SESSION_COOKIE):
@@ -41,13 +51,13 @@ async def start_session(request: Request, runtime: RuntimeDep) -> JSONResponse:
     return response
 
 
-@router.delete("/v1/session", status_code=204)
+@router.delete("/v1/session", status_code=204, responses=errors(500))
 async def end_session(response: Response) -> Response:
     response.delete_cookie(SESSION_COOKIE)
     response.status_code = 204
     return response
 
 
-@router.get("/v1/me", response_model=SessionOut)
+@router.get("/v1/me", response_model=SessionOut, responses=CALLER)
 async def me(user: UserDep) -> SessionOut:
     return SessionOut(user_id=user.user_id, kind=user.kind)

@@ -3,18 +3,44 @@ trainer's notification that a candidate policy is ready."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import math
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response
 from sqlalchemy import select
 
 from service.api.deps import RuntimeDep, operator
+from service.api.openapi import OPERATOR, errors
 from service.db.models import PolicyVersion, RunStatus, TrainingRun
 from service.db.session import session_scope
 from service.errors import NotFound
-from service.protocol.training import RunDetail, RunOut
+from service.protocol.training import RunDetail, RunOut, RunSummary
 
-router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Depends(operator)])
+router = APIRouter(
+    prefix="/v1/admin", tags=["admin"], dependencies=[Depends(operator)], responses=OPERATOR
+)
+
+
+def _figure(metrics: dict[str, Any], section: str, key: str) -> float | None:
+    part = metrics.get(section)
+    value = part.get(key) if isinstance(part, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def summary_of(metrics: dict[str, Any]) -> RunSummary:
+    """A round's headline figures, where trainer/round.py stores them: `reward` and
+    `check_reward` (trainer/reward.py's pair metrics), `evaluation` (trainer/evaluate.py)."""
+    return RunSummary(
+        rm_accuracy=_figure(metrics, "reward", "accuracy"),
+        check_rm_accuracy=_figure(metrics, "check_reward", "accuracy"),
+        win_rate=_figure(metrics, "evaluation", "win_rate"),
+        check_win_rate=_figure(metrics, "evaluation", "check_win_rate"),
+        kl_candidate=_figure(metrics, "evaluation", "kl_candidate"),
+        kl_serving=_figure(metrics, "evaluation", "kl_serving"),
+        length_ratio=_figure(metrics, "evaluation", "length_ratio"),
+    )
 
 
 def _out(run: TrainingRun, version: str | None, detail: bool = False) -> RunOut:
@@ -33,6 +59,7 @@ def _out(run: TrainingRun, version: str | None, detail: bool = False) -> RunOut:
         progress=metrics.get("progress", {}),
         policy_version=version,
         reward_model_id=run.reward_model_id,
+        summary=summary_of(metrics),
     )
     if detail:
         return RunDetail(**fields, metrics=metrics, logs=run.logs or "")
@@ -52,7 +79,7 @@ def list_runs(runtime: RuntimeDep, limit: Annotated[int, Query(ge=1, le=500)] = 
         return [_out(run, name) for run, name in rows]
 
 
-@router.get("/training-runs/{run_id}", response_model=RunDetail)
+@router.get("/training-runs/{run_id}", response_model=RunDetail, responses=errors(404))
 def get_run(run_id: int, runtime: RuntimeDep) -> RunOut:
     with session_scope(runtime.read_sessions) as s:
         run = s.get(TrainingRun, run_id)
@@ -62,7 +89,15 @@ def get_run(run_id: int, runtime: RuntimeDep) -> RunOut:
         return _out(run, version.name if version else None, detail=True)
 
 
-@router.post("/training-runs", response_model=RunOut, status_code=201)
+@router.post(
+    "/training-runs",
+    response_model=RunOut,
+    status_code=201,
+    responses={
+        200: {"model": RunOut, "description": "A round was already queued: that one."},
+        201: {"description": "A round is queued."},
+    },
+)
 def queue_run(runtime: RuntimeDep, response: Response) -> RunOut:
     """Ask the trainer for a round now; it starts at the schedule's next check.
 

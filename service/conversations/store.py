@@ -40,6 +40,12 @@ class StoredMessage:
     rating: str | None  # this user's live vote: up, down
     reason: str | None
     comment: str | None
+    finish_reason: str | None  # replies: stop or length; None while unfinished or cut off
+    status: str | None  # replies: the generation's status (completed, cut_off, ...)
+
+
+# Finish reasons the API reports; anything else an engine might store reads as None.
+FINISH_REASONS = ("stop", "length")
 
 
 def _info(c: Conversation) -> ConversationInfo:
@@ -91,7 +97,7 @@ def messages(
 ) -> tuple[ConversationInfo, list[StoredMessage]]:
     c = _owned(session, conversation_id, user_id)
     stmt = (
-        select(Message, PolicyVersion.name, Rating)
+        select(Message, PolicyVersion.name, Generation.status, Generation.finish_reason, Rating)
         .outerjoin(Generation, Generation.id == Message.generation_id)
         .outerjoin(PolicyVersion, PolicyVersion.id == Generation.policy_version_id)
         .outerjoin(
@@ -113,8 +119,10 @@ def messages(
             None if r is None else ("up" if r.value > 0 else "down"),
             None if r is None else r.reason,
             None if r is None else r.comment,
+            finish if finish in FINISH_REASONS else None,
+            None if status is None else status.value,
         )
-        for m, version, r in session.execute(stmt)
+        for m, version, status, finish, r in session.execute(stmt)
     ]
     return _info(c), out
 

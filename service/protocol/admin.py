@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 from typing import Literal
 
 from pydantic import BaseModel, Field
+
+from service.protocol.types import UtcDatetime
 
 
 class DayVotes(BaseModel):
@@ -48,8 +50,10 @@ class StatsTotals(BaseModel):
 
 class StatsOut(BaseModel):
     window_days: int
-    since: datetime = Field(description="Start of the window: 00:00 UTC, window_days-1 days ago.")
-    until: datetime = Field(description="End of the window (exclusive): the time of the query.")
+    since: UtcDatetime = Field(
+        description="Start of the window: 00:00 UTC, window_days-1 days ago."
+    )
+    until: UtcDatetime = Field(description="End of the window (exclusive): the time of the query.")
     votes_per_day: list[DayVotes] = Field(description="Every day of the window, oldest first.")
     versions: list[VersionStats] = Field(description="Versions with a vote in the window.")
     reasons: list[ReasonCount] = Field(description="Reasons of live ratings and voted comparisons.")

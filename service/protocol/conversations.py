@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from service.protocol.types import UtcDatetime
 
 
 class ConversationIn(BaseModel):
@@ -21,8 +22,8 @@ class ConversationRename(BaseModel):
 class ConversationOut(BaseModel):
     id: str
     title: str | None
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
 
 
 class ConversationList(BaseModel):
@@ -38,6 +39,14 @@ class MessageOut(BaseModel):
     rating: Literal["up", "down"] | None = Field(description="Your live vote on the reply.")
     reason: str | None
     comment: str | None
+    finish_reason: Literal["stop", "length"] | None = Field(
+        description="Replies: why the model stopped (length: cut at the token limit); "
+        "null for user messages and replies that did not finish."
+    )
+    status: Literal["completed", "cut_off", "error", "streaming"] | None = Field(
+        description="Replies: completed, cut_off (stopped before the end), error, or streaming "
+        "(not finished yet); null for user messages."
+    )
 
 
 class ConversationDetail(ConversationOut):

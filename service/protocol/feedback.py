@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.protocol.chat import ChatCompletionRequest, ChatMessage, SamplingFields
+from service.protocol.types import UtcDatetime
 
 Choice = Literal["a", "b", "tie", "both_bad"]
 
@@ -31,7 +31,7 @@ class RatingOut(BaseModel):
     rating: Literal["up", "down"] | None = Field(description="None: not rated, or withdrawn.")
     reason: str | None
     comment: str | None
-    updated_at: datetime | None
+    updated_at: UtcDatetime | None
     changed: bool = Field(description="False when the request repeated the stored vote.")
 
 
@@ -73,8 +73,8 @@ class ComparisonOut(BaseModel):
     b: ComparisonSideOut
     choice: Choice | None
     reason: str | None
-    created_at: datetime
-    voted_at: datetime | None
+    created_at: UtcDatetime
+    voted_at: UtcDatetime | None
 
 
 class VoteRequest(BaseModel):

@@ -3,10 +3,11 @@ events and live ratings."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
+
+from service.protocol.types import UtcDatetime
 
 
 class CandidateNotice(BaseModel):
@@ -34,8 +35,8 @@ class PolicyOut(BaseModel):
     in_weights: bool = Field(description="Merged into the engine's weights (merged mode).")
     metrics: dict[str, Any] = Field(description="The trainer's evaluation of the version.")
     error: str | None
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
 
 
 class PolicyList(BaseModel):
@@ -54,7 +55,7 @@ class EventOut(BaseModel):
     actor: str = Field(description="trainer, operator, rule or system.")
     reason: str
     metrics: dict[str, Any]
-    created_at: datetime
+    created_at: UtcDatetime
 
 
 class IntervalOut(BaseModel):
@@ -62,7 +63,7 @@ class IntervalOut(BaseModel):
     high: float
 
 
-class RatingOut(BaseModel):
+class VersionRatingOut(BaseModel):
     version: str
     status: str
     elo: float = Field(description="Bradley-Terry strength on the Elo scale (v0 = 1000).")
@@ -83,5 +84,5 @@ class CanaryOut(BaseModel):
 
 class RatingsOut(BaseModel):
     level: float
-    ratings: list[RatingOut]
+    ratings: list[VersionRatingOut]
     canary: CanaryOut | None

@@ -2,10 +2,36 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
+
+from service.protocol.types import UtcDatetime
+
+
+class RunSummary(BaseModel):
+    """The round's headline figures (from its metrics); null where the round did not get
+    that far (a stopped round has no evaluation) or the figure was not computed."""
+
+    rm_accuracy: float | None = Field(
+        description="The reward model's accuracy on held-out preference pairs."
+    )
+    check_rm_accuracy: float | None = Field(
+        description="The check reward model's held-out accuracy (trained on the other half)."
+    )
+    win_rate: float | None = Field(
+        description="The candidate's win rate over the serving version, judged by the RM."
+    )
+    check_win_rate: float | None = Field(description="The same, judged by the check RM.")
+    kl_candidate: float | None = Field(
+        description="Mean KL of the candidate's replies to the reference (v0), nats."
+    )
+    kl_serving: float | None = Field(
+        description="Mean KL of the serving version's replies to the reference, nats."
+    )
+    length_ratio: float | None = Field(
+        description="Mean reply length, candidate / serving (tokens)."
+    )
 
 
 class RunOut(BaseModel):
@@ -13,15 +39,16 @@ class RunOut(BaseModel):
     status: str = Field(description="queued, running, succeeded, stopped, rejected or failed.")
     trigger: str | None = Field(description="manual, operator, events, interval.")
     reason: str | None = Field(description="Why it stopped, was rejected or failed.")
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    data_window_start: datetime | None
-    data_window_end: datetime | None
+    created_at: UtcDatetime
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
+    data_window_start: UtcDatetime | None
+    data_window_end: UtcDatetime | None
     counts: dict[str, Any] = Field(description="Votes and pairs the round used.")
     progress: dict[str, Any] = Field(description="phase, step, total, elapsed_s, eta_s.")
     policy_version: str | None = Field(description="The version it produced, if any.")
     reward_model_id: int | None
+    summary: RunSummary = Field(description="Headline metrics, for charts over rounds.")
 
 
 class RunDetail(RunOut):

@@ -1,11 +1,8 @@
 /** The server's one error envelope, `{"error": {message, type, code, param}}`, as a JS error. */
+import type { ErrorDetail } from './types';
 
-export interface ErrorInfo {
-  message: string;
-  type: string;
-  code: string | null;
-  param: string | null;
-}
+/** The envelope's `error` (the schema's ErrorDetail); WS error frames carry the same. */
+export type ErrorInfo = ErrorDetail;
 
 export class ApiError extends Error {
   readonly status: number;

@@ -16,7 +16,7 @@ export interface FeedbackApi {
 }
 
 export const feedbackApi: FeedbackApi = {
-  rate: (body) => unwrap(api.POST('/v1/feedback', { body })) as Promise<RatingOut>,
+  rate: (body) => unwrap(api.POST('/v1/feedback', { body })),
   withdraw: (generationId) =>
     unwrap(api.DELETE('/v1/feedback/{generation_id}', { params: { path: { generation_id: generationId } } })),
 };

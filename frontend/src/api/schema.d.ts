@@ -813,6 +813,36 @@ export interface components {
             /** Thumbs Up */
             thumbs_up: number;
         };
+        /** ErrorDetail */
+        ErrorDetail: {
+            /**
+             * Code
+             * @description Machine-readable reason (invalid_value, model_not_found, already_voted, ...).
+             */
+            code: string | null;
+            /**
+             * Message
+             * @description What went wrong, for people; never a stack trace.
+             */
+            message: string;
+            /**
+             * Param
+             * @description The request field at fault, when one is.
+             */
+            param: string | null;
+            /**
+             * Type
+             * @description OpenAI-style class: invalid_request_error, authentication_error, permission_error, not_found_error, rate_limit_error, service_unavailable, server_error.
+             */
+            type: string;
+        };
+        /**
+         * ErrorResponse
+         * @description `{"error": {"message", "type", "code", "param"}}`, as OpenAI's API answers errors.
+         */
+        ErrorResponse: {
+            error: components["schemas"]["ErrorDetail"];
+        };
         /** EventOut */
         EventOut: {
             /**
@@ -867,11 +897,6 @@ export interface components {
              * @description A tag from /v1/feedback/reasons.
              */
             reason?: string | null;
-        };
-        /** HTTPValidationError */
-        HTTPValidationError: {
-            /** Detail */
-            detail?: components["schemas"]["ValidationError"][];
         };
         /** IntervalOut */
         IntervalOut: {
@@ -942,6 +967,11 @@ export interface components {
             /** Content */
             content: string;
             /**
+             * Finish Reason
+             * @description Replies: why the model stopped (length: cut at the token limit); null for user messages and replies that did not finish.
+             */
+            finish_reason: ("stop" | "length") | null;
+            /**
              * Generation Id
              * @description Replies: the id to vote on.
              */
@@ -962,6 +992,11 @@ export interface components {
             reason: string | null;
             /** Role */
             role: string;
+            /**
+             * Status
+             * @description Replies: completed, cut_off (stopped before the end), error, or streaming (not finished yet); null for user messages.
+             */
+            status: ("completed" | "cut_off" | "error" | "streaming") | null;
         };
         /** ModelCard */
         ModelCard: {
@@ -1074,13 +1109,40 @@ export interface components {
              */
             updated_at: string;
         };
+        /** RatingOut */
+        RatingOut: {
+            /**
+             * Changed
+             * @description False when the request repeated the stored vote.
+             */
+            changed: boolean;
+            /** Comment */
+            comment: string | null;
+            /** Generation Id */
+            generation_id: string;
+            /**
+             * Object
+             * @default rating
+             * @constant
+             */
+            object: "rating";
+            /**
+             * Rating
+             * @description None: not rated, or withdrawn.
+             */
+            rating: ("up" | "down") | null;
+            /** Reason */
+            reason: string | null;
+            /** Updated At */
+            updated_at: string | null;
+        };
         /** RatingsOut */
         RatingsOut: {
             canary: components["schemas"]["CanaryOut"] | null;
             /** Level */
             level: number;
             /** Ratings */
-            ratings: components["schemas"]["service__protocol__policies__RatingOut"][];
+            ratings: components["schemas"]["VersionRatingOut"][];
         };
         /** ReasonCount */
         ReasonCount: {
@@ -1160,6 +1222,8 @@ export interface components {
              * @description queued, running, succeeded, stopped, rejected or failed.
              */
             status: string;
+            /** @description Headline metrics, for charts over rounds. */
+            summary: components["schemas"]["RunSummary"];
             /**
              * Trigger
              * @description manual, operator, events, interval.
@@ -1214,11 +1278,55 @@ export interface components {
              * @description queued, running, succeeded, stopped, rejected or failed.
              */
             status: string;
+            /** @description Headline metrics, for charts over rounds. */
+            summary: components["schemas"]["RunSummary"];
             /**
              * Trigger
              * @description manual, operator, events, interval.
              */
             trigger: string | null;
+        };
+        /**
+         * RunSummary
+         * @description The round's headline figures (from its metrics); null where the round did not get
+         *     that far (a stopped round has no evaluation) or the figure was not computed.
+         */
+        RunSummary: {
+            /**
+             * Check Rm Accuracy
+             * @description The check reward model's held-out accuracy (trained on the other half).
+             */
+            check_rm_accuracy: number | null;
+            /**
+             * Check Win Rate
+             * @description The same, judged by the check RM.
+             */
+            check_win_rate: number | null;
+            /**
+             * Kl Candidate
+             * @description Mean KL of the candidate's replies to the reference (v0), nats.
+             */
+            kl_candidate: number | null;
+            /**
+             * Kl Serving
+             * @description Mean KL of the serving version's replies to the reference, nats.
+             */
+            kl_serving: number | null;
+            /**
+             * Length Ratio
+             * @description Mean reply length, candidate / serving (tokens).
+             */
+            length_ratio: number | null;
+            /**
+             * Rm Accuracy
+             * @description The reward model's accuracy on held-out preference pairs.
+             */
+            rm_accuracy: number | null;
+            /**
+             * Win Rate
+             * @description The candidate's win rate over the serving version, judged by the RM.
+             */
+            win_rate: number | null;
         };
         /** SessionOut */
         SessionOut: {
@@ -1305,18 +1413,29 @@ export interface components {
             /** Total Tokens */
             total_tokens: number;
         };
-        /** ValidationError */
-        ValidationError: {
-            /** Context */
-            ctx?: Record<string, never>;
-            /** Input */
-            input?: unknown;
-            /** Location */
-            loc: (string | number)[];
-            /** Message */
-            msg: string;
-            /** Error Type */
-            type: string;
+        /** VersionRatingOut */
+        VersionRatingOut: {
+            /** Comparisons */
+            comparisons: number;
+            /**
+             * Elo
+             * @description Bradley-Terry strength on the Elo scale (v0 = 1000).
+             */
+            elo: number;
+            /** @description Bootstrap interval on the Elo scale. */
+            elo_interval: components["schemas"]["IntervalOut"];
+            /** Status */
+            status: string;
+            /** Thumbs Down */
+            thumbs_down: number;
+            /** @description Wilson interval. */
+            thumbs_interval: components["schemas"]["IntervalOut"] | null;
+            /** Thumbs Rate */
+            thumbs_rate: number | null;
+            /** Thumbs Up */
+            thumbs_up: number;
+            /** Version */
+            version: string;
         };
         /** VersionStats */
         VersionStats: {
@@ -1386,57 +1505,6 @@ export interface components {
              * @description A comparison reason tag.
              */
             reason?: string | null;
-        };
-        /** RatingOut */
-        service__protocol__feedback__RatingOut: {
-            /**
-             * Changed
-             * @description False when the request repeated the stored vote.
-             */
-            changed: boolean;
-            /** Comment */
-            comment: string | null;
-            /** Generation Id */
-            generation_id: string;
-            /**
-             * Object
-             * @default rating
-             * @constant
-             */
-            object: "rating";
-            /**
-             * Rating
-             * @description None: not rated, or withdrawn.
-             */
-            rating: ("up" | "down") | null;
-            /** Reason */
-            reason: string | null;
-            /** Updated At */
-            updated_at: string | null;
-        };
-        /** RatingOut */
-        service__protocol__policies__RatingOut: {
-            /** Comparisons */
-            comparisons: number;
-            /**
-             * Elo
-             * @description Bradley-Terry strength on the Elo scale (v0 = 1000).
-             */
-            elo: number;
-            /** @description Bootstrap interval on the Elo scale. */
-            elo_interval: components["schemas"]["IntervalOut"];
-            /** Status */
-            status: string;
-            /** Thumbs Down */
-            thumbs_down: number;
-            /** @description Wilson interval. */
-            thumbs_interval: components["schemas"]["IntervalOut"] | null;
-            /** Thumbs Rate */
-            thumbs_rate: number | null;
-            /** Thumbs Up */
-            thumbs_up: number;
-            /** Version */
-            version: string;
         };
     };
     responses: never;
@@ -1535,13 +1603,51 @@ export interface operations {
                     "application/x-ndjson": unknown;
                 };
             };
-            /** @description Validation Error */
+            /** @description No valid credentials: an API key, the operator token or a session cookie. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not allowed: not the operator, not your reply or comparison, or anonymous sessions are turned off on this server. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Validation failed: a field is missing, of the wrong type or out of range (`param` names the first). */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The server (or the model engine) failed; the message says nothing internal. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not available now: the database is busy (see Retry-After), or the model is still loading. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again (sent when known). */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -1562,6 +1668,44 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["KeyOut"][];
+                };
+            };
+            /** @description No valid credentials: an API key, the operator token or a session cookie. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not allowed: not the operator, not your reply or comparison, or anonymous sessions are turned off on this server. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The server (or the model engine) failed; the message says nothing internal. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not available now: the database is busy (see Retry-After), or the model is still loading. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again (sent when known). */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -1588,13 +1732,69 @@ export interface operations {
                     "application/json": components["schemas"]["KeyCreated"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Malformed request: the body is not JSON, or a value the model cannot take (a prompt over the context limit, max_tokens over the cap; `param` names the field). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No valid credentials: an API key, the operator token or a session cookie. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not allowed: not the operator, not your reply or comparison, or anonymous sessions are turned off on this server. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request body is over the server's size limit. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Validation failed: a field is missing, of the wrong type or out of range (`param` names the first). */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The server (or the model engine) failed; the message says nothing internal. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not available now: the database is busy (see Retry-After), or the model is still loading. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again (sent when known). */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -1619,13 +1819,60 @@ export interface operations {
                     "application/json": components["schemas"]["KeyOut"];
                 };
             };
-            /** @description Validation Error */
+            /** @description No valid credentials: an API key, the operator token or a session cookie. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not allowed: not the operator, not your reply or comparison, or anonymous sessions are turned off on this server. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No such object (or not yours), or an unknown model. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Validation failed: a field is missing, of the wrong type or out of range (`param` names the first). */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The server (or the model engine) failed; the message says nothing internal. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not available now: the database is busy (see Retry-After), or the model is still loading. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again (sent when known). */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -1646,6 +1893,44 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["PolicyList"];
+                };
+            };
+            /** @description No valid credentials: an API key, the operator token or a session cookie. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not allowed: not the operator, not your reply or comparison, or anonymous sessions are turned off on this server. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The server (or the model engine) failed; the message says nothing internal. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not available now: the database is busy (see Retry-After), or the model is still loading. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again (sent when known). */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -1672,13 +1957,51 @@ export interface operations {
                     "application/json": components["schemas"]["EventOut"][];
                 };
             };
-            /** @description Validation Error */
+            /** @description No valid credentials: an API key, the operator token or a session cookie. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not allowed: not the operator, not your reply or comparison, or anonymous sessions are turned off on this server. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Validation failed: a field is missing, of the wrong type or out of range (`param` names the first). */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The server (or the model engine) failed; the message says nothing internal. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not available now: the database is busy (see Retry-After), or the model is still loading. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again (sent when known). */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -1705,13 +2028,78 @@ export interface operations {
                     "application/json": components["schemas"]["NoticeOut"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Malformed request: the body is not JSON, or a value the model cannot take (a prompt over the context limit, max_tokens over the cap; `param` names the field). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No valid credentials: an API key, the operator token or a session cookie. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not allowed: not the operator, not your reply or comparison, or anonymous sessions are turned off on this server. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No such object (or not yours), or an unknown model. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request body is over the server's size limit. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Validation failed: a field is missing, of the wrong type or out of range (`param` names the first). */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The server (or the model engine) failed; the message says nothing internal. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not available now: the database is busy (see Retry-After), or the model is still loading. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again (sent when known). */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -1736,13 +2124,51 @@ export interface operations {
                     "application/json": components["schemas"]["RatingsOut"];
                 };
             };
-            /** @description Validation Error */
+            /** @description No valid credentials: an API key, the operator token or a session cookie. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not allowed: not the operator, not your reply or comparison, or anonymous sessions are turned off on this server. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Validation failed: a field is missing, of the wrong type or out of range (`param` names the first). */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The server (or the model engine) failed; the message says nothing internal. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not available now: the database is busy (see Retry-After), or the model is still loading. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again (sent when known). */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -1769,13 +2195,78 @@ export interface operations {
                     "application/json": components["schemas"]["PolicyOut"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Malformed request: the body is not JSON, or a value the model cannot take (a prompt over the context limit, max_tokens over the cap; `param` names the field). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No valid credentials: an API key, the operator token or a session cookie. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not allowed: not the operator, not your reply or comparison, or anonymous sessions are turned off on this server. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The object's state does not allow it (already voted, a failed reply, a version that cannot serve). */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request body is over the server's size limit. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Validation failed: a field is missing, of the wrong type or out of range (`param` names the first). */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The server (or the model engine) failed; the message says nothing internal. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not available now: the database is busy (see Retry-After), or the model is still loading. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again (sent when known). */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -1804,13 +2295,87 @@ export interface operations {
                     "application/json": components["schemas"]["PolicyOut"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Malformed request: the body is not JSON, or a value the model cannot take (a prompt over the context limit, max_tokens over the cap; `param` names the field). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No valid credentials: an API key, the operator token or a session cookie. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not allowed: not the operator, not your reply or comparison, or anonymous sessions are turned off on this server. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No such object (or not yours), or an unknown model. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The object's state does not allow it (already voted, a failed reply, a version that cannot serve). */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request body is over the server's size limit. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Validation failed: a field is missing, of the wrong type or out of range (`param` names the first). */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The server (or the model engine) failed; the message says nothing internal. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not available now: the database is busy (see Retry-After), or the model is still loading. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again (sent when known). */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -1839,13 +2404,87 @@ export interface operations {
                     "application/json": components["schemas"]["PolicyOut"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Malformed request: the body is not JSON, or a value the model cannot take (a prompt over the context limit, max_tokens over the cap; `param` names the field). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No valid credentials: an API key, the operator token or a session cookie. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not allowed: not the operator, not your reply or comparison, or anonymous sessions are turned off on this server. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No such object (or not yours), or an unknown model. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The object's state does not allow it (already voted, a failed reply, a version that cannot serve). */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request body is over the server's size limit. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Validation failed: a field is missing, of the wrong type or out of range (`param` names the first). */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The server (or the model engine) failed; the message says nothing internal. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not available now: the database is busy (see Retry-After), or the model is still loading. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again (sent when known). */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -1870,13 +2509,51 @@ export interface operations {
                     "application/json": components["schemas"]["StatsOut"];
                 };
             };
-            /** @description Validation Error */
+            /** @description No valid credentials: an API key, the operator token or a session cookie. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not allowed: not the operator, not your reply or comparison, or anonymous sessions are turned off on this server. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Validation failed: a field is missing, of the wrong type or out of range (`param` names the first). */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The server (or the model engine) failed; the message says nothing internal. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not available now: the database is busy (see Retry-After), or the model is still loading. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again (sent when known). */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -1901,13 +2578,51 @@ export interface operations {
                     "application/json": components["schemas"]["RunOut"][];
                 };
             };
-            /** @description Validation Error */
+            /** @description No valid credentials: an API key, the operator token or a session cookie. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not allowed: not the operator, not your reply or comparison, or anonymous sessions are turned off on this server. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Validation failed: a field is missing, of the wrong type or out of range (`param` names the first). */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The server (or the model engine) failed; the message says nothing internal. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not available now: the database is busy (see Retry-After), or the model is still loading. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again (sent when known). */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -1921,13 +2636,60 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Successful Response */
+            /** @description A round was already queued: that one. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RunOut"];
+                };
+            };
+            /** @description A round is queued. */
             201: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["RunOut"];
+                };
+            };
+            /** @description No valid credentials: an API key, the operator token or a session cookie. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not allowed: not the operator, not your reply or comparison, or anonymous sessions are turned off on this server. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The server (or the model engine) failed; the message says nothing internal. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not available now: the database is busy (see Retry-After), or the model is still loading. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again (sent when known). */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -1952,13 +2714,60 @@ export interface operations {
                     "application/json": components["schemas"]["RunDetail"];
                 };
             };
-            /** @description Validation Error */
+            /** @description No valid credentials: an API key, the operator token or a session cookie. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not allowed: not the operator, not your reply or comparison, or anonymous sessions are turned off on this server. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No such object (or not yours), or an unknown model. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Validation failed: a field is missing, of the wrong type or out of range (`param` names the first). */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The server (or the model engine) failed; the message says nothing internal. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not available now: the database is busy (see Retry-After), or the model is still loading. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again (sent when known). */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -1985,13 +2794,69 @@ export interface operations {
                     "application/json": components["schemas"]["ChatCompletion"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Malformed request: the body is not JSON, or a value the model cannot take (a prompt over the context limit, max_tokens over the cap; `param` names the field). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No valid credentials: an API key, the operator token or a session cookie. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No such object (or not yours), or an unknown model. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request body is over the server's size limit. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Validation failed: a field is missing, of the wrong type or out of range (`param` names the first). */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The server (or the model engine) failed; the message says nothing internal. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not available now: the database is busy (see Retry-After), or the model is still loading. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again (sent when known). */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -2018,13 +2883,60 @@ export interface operations {
                     "application/json": components["schemas"]["ComparisonOut"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Malformed request: the body is not JSON, or a value the model cannot take (a prompt over the context limit, max_tokens over the cap; `param` names the field). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No valid credentials: an API key, the operator token or a session cookie. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request body is over the server's size limit. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Validation failed: a field is missing, of the wrong type or out of range (`param` names the first). */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The server (or the model engine) failed; the message says nothing internal. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not available now: the database is busy (see Retry-After), or the model is still loading. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again (sent when known). */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -2049,13 +2961,60 @@ export interface operations {
                     "application/json": components["schemas"]["ComparisonOut"];
                 };
             };
-            /** @description Validation Error */
+            /** @description No valid credentials: an API key, the operator token or a session cookie. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not allowed: not the operator, not your reply or comparison, or anonymous sessions are turned off on this server. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No such object (or not yours), or an unknown model. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Validation failed: a field is missing, of the wrong type or out of range (`param` names the first). */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The server (or the model engine) failed; the message says nothing internal. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not available now: the database is busy (see Retry-After), or the model is still loading. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again (sent when known). */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -2084,13 +3043,98 @@ export interface operations {
                     "application/json": components["schemas"]["ComparisonOut"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Malformed request: the body is not JSON, or a value the model cannot take (a prompt over the context limit, max_tokens over the cap; `param` names the field). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No valid credentials: an API key, the operator token or a session cookie. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not allowed: not the operator, not your reply or comparison, or anonymous sessions are turned off on this server. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No such object (or not yours), or an unknown model. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The object's state does not allow it (already voted, a failed reply, a version that cannot serve). */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request body is over the server's size limit. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Validation failed: a field is missing, of the wrong type or out of range (`param` names the first). */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too many votes: wait Retry-After seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again (sent when known). */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The server (or the model engine) failed; the message says nothing internal. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not available now: the database is busy (see Retry-After), or the model is still loading. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again (sent when known). */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -2115,13 +3159,42 @@ export interface operations {
                     "application/json": components["schemas"]["ConversationList"];
                 };
             };
-            /** @description Validation Error */
+            /** @description No valid credentials: an API key, the operator token or a session cookie. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Validation failed: a field is missing, of the wrong type or out of range (`param` names the first). */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The server (or the model engine) failed; the message says nothing internal. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not available now: the database is busy (see Retry-After), or the model is still loading. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again (sent when known). */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -2148,13 +3221,60 @@ export interface operations {
                     "application/json": components["schemas"]["ConversationOut"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Malformed request: the body is not JSON, or a value the model cannot take (a prompt over the context limit, max_tokens over the cap; `param` names the field). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No valid credentials: an API key, the operator token or a session cookie. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request body is over the server's size limit. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Validation failed: a field is missing, of the wrong type or out of range (`param` names the first). */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The server (or the model engine) failed; the message says nothing internal. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not available now: the database is busy (see Retry-After), or the model is still loading. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again (sent when known). */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -2179,13 +3299,51 @@ export interface operations {
                     "application/json": components["schemas"]["ConversationDetail"];
                 };
             };
-            /** @description Validation Error */
+            /** @description No valid credentials: an API key, the operator token or a session cookie. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No such object (or not yours), or an unknown model. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Validation failed: a field is missing, of the wrong type or out of range (`param` names the first). */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The server (or the model engine) failed; the message says nothing internal. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not available now: the database is busy (see Retry-After), or the model is still loading. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again (sent when known). */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -2208,13 +3366,51 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Validation Error */
+            /** @description No valid credentials: an API key, the operator token or a session cookie. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No such object (or not yours), or an unknown model. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Validation failed: a field is missing, of the wrong type or out of range (`param` names the first). */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The server (or the model engine) failed; the message says nothing internal. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not available now: the database is busy (see Retry-After), or the model is still loading. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again (sent when known). */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -2243,13 +3439,69 @@ export interface operations {
                     "application/json": components["schemas"]["ConversationOut"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Malformed request: the body is not JSON, or a value the model cannot take (a prompt over the context limit, max_tokens over the cap; `param` names the field). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No valid credentials: an API key, the operator token or a session cookie. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No such object (or not yours), or an unknown model. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request body is over the server's size limit. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Validation failed: a field is missing, of the wrong type or out of range (`param` names the first). */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The server (or the model engine) failed; the message says nothing internal. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not available now: the database is busy (see Retry-After), or the model is still loading. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again (sent when known). */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -2267,29 +3519,116 @@ export interface operations {
             };
         };
         responses: {
-            /** @description The same vote was already stored; nothing changed. */
+            /** @description The same vote was already stored; nothing changed (changed: false). */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["RatingOut"];
+                };
             };
-            /** @description Successful Response */
+            /** @description The vote was stored (changed: true). */
             201: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["service__protocol__feedback__RatingOut"];
+                    "application/json": components["schemas"]["RatingOut"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Malformed request: the body is not JSON, or a value the model cannot take (a prompt over the context limit, max_tokens over the cap; `param` names the field). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No valid credentials: an API key, the operator token or a session cookie. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not allowed: not the operator, not your reply or comparison, or anonymous sessions are turned off on this server. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No such object (or not yours), or an unknown model. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The object's state does not allow it (already voted, a failed reply, a version that cannot serve). */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request body is over the server's size limit. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Validation failed: a field is missing, of the wrong type or out of range (`param` names the first). */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too many votes: wait Retry-After seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again (sent when known). */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The server (or the model engine) failed; the message says nothing internal. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not available now: the database is busy (see Retry-After), or the model is still loading. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again (sent when known). */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -2312,6 +3651,15 @@ export interface operations {
                     "application/json": components["schemas"]["ReasonsOut"];
                 };
             };
+            /** @description The server (or the model engine) failed; the message says nothing internal. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
         };
     };
     get_rating_v1_feedback__generation_id__get: {
@@ -2331,16 +3679,63 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["service__protocol__feedback__RatingOut"];
+                    "application/json": components["schemas"]["RatingOut"];
                 };
             };
-            /** @description Validation Error */
+            /** @description No valid credentials: an API key, the operator token or a session cookie. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not allowed: not the operator, not your reply or comparison, or anonymous sessions are turned off on this server. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No such object (or not yours), or an unknown model. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Validation failed: a field is missing, of the wrong type or out of range (`param` names the first). */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The server (or the model engine) failed; the message says nothing internal. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not available now: the database is busy (see Retry-After), or the model is still loading. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again (sent when known). */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -2362,16 +3757,83 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["service__protocol__feedback__RatingOut"];
+                    "application/json": components["schemas"]["RatingOut"];
                 };
             };
-            /** @description Validation Error */
+            /** @description No valid credentials: an API key, the operator token or a session cookie. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not allowed: not the operator, not your reply or comparison, or anonymous sessions are turned off on this server. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No such object (or not yours), or an unknown model. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The object's state does not allow it (already voted, a failed reply, a version that cannot serve). */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Validation failed: a field is missing, of the wrong type or out of range (`param` names the first). */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too many votes: wait Retry-After seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again (sent when known). */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The server (or the model engine) failed; the message says nothing internal. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not available now: the database is busy (see Retry-After), or the model is still loading. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again (sent when known). */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -2394,6 +3856,35 @@ export interface operations {
                     "application/json": components["schemas"]["SessionOut"];
                 };
             };
+            /** @description No valid credentials: an API key, the operator token or a session cookie. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The server (or the model engine) failed; the message says nothing internal. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not available now: the database is busy (see Retry-After), or the model is still loading. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again (sent when known). */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
         };
     };
     list_models_v1_models_get: {
@@ -2414,6 +3905,35 @@ export interface operations {
                     "application/json": components["schemas"]["ModelList"];
                 };
             };
+            /** @description No valid credentials: an API key, the operator token or a session cookie. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The server (or the model engine) failed; the message says nothing internal. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not available now: the database is busy (see Retry-After), or the model is still loading. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again (sent when known). */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
         };
     };
     start_session_v1_session_post: {
@@ -2425,13 +3945,51 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Successful Response */
+            /** @description The session cookie sent is valid: kept. */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["SessionOut"];
+                };
+            };
+            /** @description A new anonymous session; its cookie is set. */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SessionOut"];
+                };
+            };
+            /** @description Not allowed: not the operator, not your reply or comparison, or anonymous sessions are turned off on this server. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The server (or the model engine) failed; the message says nothing internal. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not available now: the database is busy (see Retry-After), or the model is still loading. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again (sent when known). */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -2451,6 +4009,15 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description The server (or the model engine) failed; the message says nothing internal. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
             };
         };
     };

@@ -14,6 +14,28 @@ const streamed = (text: string, gid: string): ChatAction[] => [
   frame({ type: 'done', choices: [{ index: 0, generation_id: gid, finish_reason: 'stop' }], usage: { prompt_tokens: 1, completion_tokens: 2, total_tokens: 3 } }),
 ];
 
+type Stored = ConversationDetail['messages'][number];
+const user = (position: number, content: string): Stored => ({
+  position,
+  role: 'user',
+  content,
+  generation_id: null,
+  model: null,
+  rating: null,
+  reason: null,
+  comment: null,
+  finish_reason: null,
+  status: null,
+});
+const reply = (position: number, content: string, status: Stored['status'], finish: Stored['finish_reason']): Stored => ({
+  ...user(position, content),
+  role: 'assistant',
+  generation_id: `g${position}`,
+  model: 'loopchat@v0',
+  status,
+  finish_reason: finish,
+});
+
 describe('chat store', () => {
   it('streams a reply token by token from the frames', () => {
     let s = run(emptyChat, { type: 'send', text: 'Hi', conversationId: 'c1' });
@@ -105,14 +127,40 @@ describe('chat store', () => {
       created_at: '2026-01-01T00:00:00Z',
       updated_at: '2026-01-01T00:00:00Z',
       messages: [
-        { position: 0, role: 'user', content: 'cat?', generation_id: null, model: null, rating: null, reason: null, comment: null },
-        { position: 1, role: 'assistant', content: 'meow', generation_id: 'g1', model: 'loopchat@v0', rating: 'down', reason: 'too_short', comment: 'more' },
+        user(0, 'cat?'),
+        { ...reply(1, 'meow', 'completed', 'stop'), rating: 'down', reason: 'too_short', comment: 'more' },
       ],
     };
     const s = run(emptyChat, { type: 'loaded', conversation: conv });
     expect(s.conversationId).toBe('c9');
-    expect(lastReply(s)).toMatchObject({ generationId: 'g1', status: 'done', vote: { rating: 'down', reason: 'too_short', comment: 'more' } });
+    expect(lastReply(s)).toMatchObject({ generationId: 'g1', status: 'done', finishReason: 'stop', vote: { rating: 'down', reason: 'too_short', comment: 'more' } });
     const voted = run(s, { type: 'voted', generationId: 'g1', vote: null });
     expect(lastReply(voted)?.vote).toBeNull();
+  });
+
+  it('a stored reply that was stopped, cut at the limit or failed says so after a reload', () => {
+    const conv: ConversationDetail = {
+      id: 'c1',
+      title: null,
+      created_at: '2026-01-01T00:00:00Z',
+      updated_at: '2026-01-01T00:00:00Z',
+      messages: [
+        user(0, 'a'),
+        reply(1, 'half a', 'cut_off', null),
+        user(2, 'b'),
+        reply(3, 'long b', 'completed', 'length'),
+        user(4, 'c'),
+        reply(5, '', 'error', null),
+        user(6, 'd'),
+        { ...reply(7, 'typed in', null, null), generation_id: null, model: null }, // history sent by the client
+      ],
+    };
+    const replies = run(emptyChat, { type: 'loaded', conversation: conv }).messages.filter((m) => m.role === 'assistant');
+    expect(replies.map((m) => [m.status, m.finishReason])).toEqual([
+      ['stopped', null],
+      ['done', 'length'],
+      ['error', null],
+      ['done', null],
+    ]);
   });
 });

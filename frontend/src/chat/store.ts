@@ -3,7 +3,7 @@
  * error to show. Frames from the WebSocket and the user's actions are its actions.
  */
 import type { ErrorInfo } from '../api/errors';
-import type { ChatMessageIn, ConversationDetail, Thumb } from '../api/types';
+import type { ChatMessageIn, ConversationDetail, StoredMessage, Thumb } from '../api/types';
 import type { ServerFrame } from '../ws/protocol';
 
 export type ReplyStatus = 'waiting' | 'streaming' | 'done' | 'stopped' | 'error' | 'interrupted';
@@ -98,6 +98,13 @@ function waitingReply(key: number): AssistantMessage {
   };
 }
 
+/** How a stored reply ended, as the live stream would have shown it. */
+function storedStatus(m: StoredMessage): ReplyStatus {
+  if (m.status === 'cut_off') return 'stopped';
+  if (m.status === 'error') return 'error';
+  return 'done';
+}
+
 function fromStored(c: ConversationDetail): Message[] {
   return c.messages
     .filter((m) => m.role === 'user' || m.role === 'assistant')
@@ -110,8 +117,8 @@ function fromStored(c: ConversationDetail): Message[] {
             content: m.content,
             generationId: m.generation_id,
             model: m.model,
-            status: 'done',
-            finishReason: null,
+            status: storedStatus(m),
+            finishReason: m.finish_reason,
             vote: m.rating ? { rating: m.rating, reason: m.reason, comment: m.comment } : null,
           },
     );

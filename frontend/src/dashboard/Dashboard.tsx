@@ -14,7 +14,6 @@ import { type PolicyAction, Timeline } from './Timeline';
 import { TokenForm } from './TokenForm';
 import { loadToken, saveToken } from './token';
 import { usePoll } from './usePoll';
-import { useRunDetails } from './useRunDetails';
 
 const POLL_MS = 15000;
 const DAYS = [7, 30, 90];
@@ -42,7 +41,6 @@ function Board({ admin, onRefused, onSignOut }: { admin: AdminApi; onRefused: ()
     runsPoll,
     admin,
   );
-  const details = useRunDetails(admin, runs.data);
 
   const isRefused = refused(policies.error, runs.error);
   useEffect(() => {
@@ -94,7 +92,7 @@ function Board({ admin, onRefused, onSignOut }: { admin: AdminApi; onRefused: ()
       onConfirm: (reason) => act(() => admin.rollback(reason)),
     });
 
-  const training = useMemo(() => trainingSeries(details), [details]);
+  const training = useMemo(() => trainingSeries(runs.data ?? []), [runs.data]);
   const ratingRows = ratings.data?.ratings ?? [];
 
   return (

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { RunDetail, VersionRating } from '../api/types';
+import type { RunOut, RunSummary, VersionRating } from '../api/types';
 import { eloSeries, runPoint, thumbsSeries, trainingSeries, votesSeries } from './chartData';
 
 const r = (version: string, extra: Partial<VersionRating>): VersionRating => ({
@@ -15,10 +15,20 @@ const r = (version: string, extra: Partial<VersionRating>): VersionRating => ({
   ...extra,
 });
 
-function run(id: number, metrics: Record<string, unknown>): RunDetail {
+const NO_FIGURES: RunSummary = {
+  rm_accuracy: null,
+  check_rm_accuracy: null,
+  win_rate: null,
+  check_win_rate: null,
+  kl_candidate: null,
+  kl_serving: null,
+  length_ratio: null,
+};
+
+function run(id: number, summary: Partial<RunSummary>, status = 'succeeded'): RunOut {
   return {
     id,
-    status: 'succeeded',
+    status,
     trigger: 'operator',
     reason: null,
     created_at: '',
@@ -30,8 +40,7 @@ function run(id: number, metrics: Record<string, unknown>): RunDetail {
     progress: {},
     policy_version: null,
     reward_model_id: null,
-    metrics,
-    logs: '',
+    summary: { ...NO_FIGURES, ...summary },
   };
 }
 
@@ -74,17 +83,26 @@ describe('chart data', () => {
     ]);
   });
 
-  it('training metrics per round from the trainer’s keys, oldest first, gaps as null', () => {
+  it('training figures per round from the run list’s summaries, oldest first, gaps as null', () => {
     const runs = [
-      run(3, { reward: { accuracy: 0.8 }, evaluation: { win_rate: 0.6, kl_candidate: 1.5, kl_serving: 0.4, check_win_rate: 0.55 } }),
-      run(1, { reward: { accuracy: 0.55 } }), // stopped after the reward model
+      run(4, {}, 'running'), // no figures yet: not charted
+      run(3, { rm_accuracy: 0.8, win_rate: 0.6, kl_candidate: 1.5, kl_serving: 0.4, check_win_rate: 0.55 }),
+      run(1, { rm_accuracy: 0.55 }, 'stopped'), // stopped after the reward model
     ];
-    expect(runPoint(runs[0]!)).toEqual({ id: 3, rmAccuracy: 0.8, winRate: 0.6, checkWinRate: 0.55, klCandidate: 1.5, klServing: 0.4 });
+    expect(runPoint(runs[1]!)).toEqual({ id: 3, rmAccuracy: 0.8, winRate: 0.6, checkWinRate: 0.55, klCandidate: 1.5, klServing: 0.4 });
     const { rates, kl } = trainingSeries(runs);
     expect(rates.labels).toEqual(['#1', '#3']);
     expect(rates.series[0]).toEqual({ label: 'RM held-out accuracy', data: [0.55, 0.8] });
     expect(rates.series[1]!.data).toEqual([null, 0.6]);
     expect(kl.series[0]!.data).toEqual([null, 1.5]);
+  });
+
+  it('charts the newest 30 finished rounds', () => {
+    const runs = Array.from({ length: 40 }, (_, i) => run(40 - i, { rm_accuracy: 0.5 }));
+    const { rates } = trainingSeries(runs);
+    expect(rates.labels).toHaveLength(30);
+    expect(rates.labels[0]).toBe('#11');
+    expect(rates.labels[29]).toBe('#40');
   });
 });
 

@@ -2,8 +2,9 @@
  * API answers -> Chart.js data. Intervals are floating bars ([low, high] per label)
  * under a point for the estimate; missing values are null so Chart.js leaves a gap.
  */
-import type { DayVotes, RunDetail, VersionRating } from '../api/types';
-import { metric, sub, versionName } from './format';
+import type { DayVotes, RunOut, VersionRating } from '../api/types';
+import { versionName } from './format';
+import { isActive } from './runs';
 
 export type Range = [number, number];
 
@@ -69,23 +70,32 @@ export interface RunPoint {
   klServing: number | null;
 }
 
-/** The round metrics the charts show, from a run's metrics (trainer/round.py keys). */
-export function runPoint(run: RunDetail): RunPoint {
-  const reward = sub(run.metrics, 'reward');
-  const evaluation = sub(run.metrics, 'evaluation');
+/** Finished rounds charted at most (the newest). */
+const MAX_CHART_RUNS = 30;
+
+/** The round figures the charts show, from the run list's `summary`. */
+export function runPoint(run: RunOut): RunPoint {
+  const s = run.summary;
   return {
     id: run.id,
-    rmAccuracy: metric(reward, 'accuracy'),
-    winRate: metric(evaluation, 'win_rate'),
-    checkWinRate: metric(evaluation, 'check_win_rate'),
-    klCandidate: metric(evaluation, 'kl_candidate'),
-    klServing: metric(evaluation, 'kl_serving'),
+    rmAccuracy: s.rm_accuracy,
+    winRate: s.win_rate,
+    checkWinRate: s.check_win_rate,
+    klCandidate: s.kl_candidate,
+    klServing: s.kl_serving,
   };
 }
 
-/** Rates over rounds (0..1) and KL to the reference over rounds, oldest round first. */
-export function trainingSeries(runs: RunDetail[]): { rates: Series; kl: Series } {
-  const points = [...runs].sort((a, b) => a.id - b.id).map(runPoint);
+/**
+ * Rates over rounds (0..1) and KL to the reference over rounds, oldest round first: the
+ * newest `MAX_CHART_RUNS` finished rounds (queued and running ones have no figures yet).
+ */
+export function trainingSeries(runs: RunOut[]): { rates: Series; kl: Series } {
+  const newest = runs
+    .filter((r) => !isActive(r))
+    .sort((a, b) => b.id - a.id)
+    .slice(0, MAX_CHART_RUNS);
+  const points = newest.reverse().map(runPoint);
   const labels = points.map((p) => `#${p.id}`);
   return {
     rates: {
