@@ -262,3 +262,40 @@ def test_the_chat_works_on_a_phone_sized_screen(server: Any, browser: Any) -> No
         shot(page, "chat-phone")
     finally:
         context.close()
+
+
+UNLABELED_JS = """() => [...document.querySelectorAll(
+  'button, a[href], input, textarea, select, [role=button], canvas'
+)].filter(el => el.offsetParent !== null).filter(el => {
+  const named = (el.getAttribute('aria-label') || el.getAttribute('aria-labelledby') ||
+    el.getAttribute('title') || (el.labels && el.labels.length) ||
+    (el.textContent || '').trim() || el.getAttribute('alt'));
+  return !named;
+}).map(el => el.outerHTML.slice(0, 120))"""
+
+
+def test_every_control_has_a_name_and_errors_show(server: Any, page: Any) -> None:
+    base, _ = server
+    expect = playwright.expect
+    page.goto(base + "/")
+    composer = page.get_by_test_id("composer")
+    composer.fill("word " * 3000)  # over the prompt limit: the server refuses it
+    composer.press("Enter")
+    error = page.get_by_test_id("chat-error")
+    expect(error).to_be_visible()
+    assert error.get_attribute("data-code")  # the server's error code, shown to the user
+    assert page.evaluate(UNLABELED_JS) == []
+    # Keyboard: Shift+Enter makes a new line instead of sending.
+    composer.fill("first line")
+    composer.press("Shift+Enter")
+    composer.type("second line")
+    assert composer.input_value() == "first line\nsecond line"
+    page.goto(base + "/compare")
+    expect(page.get_by_test_id("compare-input")).to_be_visible()
+    assert page.evaluate(UNLABELED_JS) == []
+    page.goto(base + "/dashboard")
+    page.get_by_test_id("token-input").fill(ADMIN_TOKEN)
+    page.get_by_test_id("token-submit").click()
+    expect(page.get_by_test_id("timeline")).to_be_visible()
+    expect(page.get_by_test_id("chart-elo").locator("canvas")).to_be_visible()
+    assert page.evaluate(UNLABELED_JS) == []
