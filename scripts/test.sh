@@ -8,8 +8,16 @@ echo "[test] ruff"
 echo "[test] mypy"
 .venv/bin/mypy || exit 1
 if [ -f frontend/package.json ]; then
-  echo "[test] web app: typecheck and unit tests (vitest)"
-  (cd frontend && npm run --silent typecheck && npm test --silent) || exit 1
+  echo "[test] web app: generated client current, typecheck, unit tests (vitest)"
+  (
+    cd frontend
+    fresh="$(mktemp)"
+    npx --no-install openapi-typescript openapi.json -o "$fresh" >/dev/null 2>&1
+    cmp -s "$fresh" src/api/schema.d.ts \
+      || { echo "src/api/schema.d.ts is stale: run npm run gen:api" >&2; rm -f "$fresh"; exit 1; }
+    rm -f "$fresh"
+    npm run --silent typecheck && npm test --silent
+  ) || exit 1
 fi
 echo "[test] pytest"
 .venv/bin/python -m pytest "$@"

@@ -185,3 +185,19 @@ def test_times_read_back_from_sqlite_have_a_utc_offset(make_client: Any, tmp_pat
         assert found, path  # each answer has at least one time to check
         for where, value in found:
             assert_utc(value, where)
+
+
+def test_the_web_apps_schema_copy_is_current() -> None:
+    """The web app's client is generated from frontend/openapi.json: it must be this API's.
+
+    When this fails: `.venv/bin/python -m service openapi -o frontend/openapi.json` and
+    `cd frontend && npm run gen:api`.
+    """
+    import json
+    from pathlib import Path
+
+    from service.app import create_app
+    from service.settings import load_settings
+
+    committed = Path(__file__).resolve().parent.parent / "frontend" / "openapi.json"
+    assert json.loads(committed.read_text()) == create_app(load_settings()).openapi()
