@@ -290,6 +290,83 @@ def cmd_openapi(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """Simulated users chat and vote on a running server through its HTTP API (issue 7)."""
+    import json
+    import os
+    import time
+
+    from trainer.simulation.gold import GoldSpecError, load_gold
+    from trainer.simulation.run import Progress, SimulationError, simulate
+
+    if not args.verbose:
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # --gold mymodule:fn finds ./mymodule.py
+    try:
+        gold = load_gold(args.gold)
+    except GoldSpecError as e:
+        print(f"loopchat simulate: {e}", file=sys.stderr)
+        return 2
+    last = [0.0]
+
+    def progress(p: Progress) -> None:
+        now = time.monotonic()
+        if p.votes + p.errors < p.target and now - last[0] < 5.0:
+            return
+        last[0] = now
+        print(
+            f"simulate: {p.votes}/{p.target} votes, {p.errors} errors, {p.elapsed_s:.0f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    admin_token = args.admin_token or os.environ.get("LOOPCHAT_ADMIN_TOKEN") or None
+    try:
+        result = simulate(
+            args.url,
+            votes=args.votes,
+            gold=gold,
+            flip_rate=args.flip_rate,
+            comparison_share=args.comparison_share,
+            users=args.users,
+            split=args.split,
+            seed=args.seed,
+            max_tokens=args.max_tokens,
+            progress=progress,
+            concurrency=args.concurrency,
+            admin_token=admin_token,
+            auth=args.auth,
+            **{
+                key: getattr(args, key)
+                for key in ("temperature", "thumbs_threshold", "thumbs_noise")
+                if getattr(args, key) is not None
+            },
+        )
+    except (SimulationError, ValueError) as e:
+        print(f"loopchat simulate: {e}", file=sys.stderr)
+        return 1
+    summary = result.to_dict()
+    summary["config"]["gold"] = args.gold
+    if args.json:
+        print(json.dumps(summary, indent=2, sort_keys=True))
+    else:
+        cv = result.comparison_votes
+        print(
+            f"{result.votes}/{result.votes_target} votes in {result.elapsed_s:.1f} s: "
+            f"{result.thumbs_up} up / {result.thumbs_down} down on {result.chats} chats, "
+            f"comparisons a {cv['a']} / b {cv['b']} / tie {cv['tie']}, {result.errors} errors"
+        )
+        for kind, n in sorted(result.error_kinds.items()):
+            print(f"  error x{n}: {kind}")
+        print(f"{'VERSION':<10} {'REPLIES':>7} {'UP':>5} {'DOWN':>5} {'UP%':>6} {'GOLD':>6}")
+        for name, v in sorted(result.per_version.items()):
+            rate = "-" if v.thumbs_up_rate is None else f"{100 * v.thumbs_up_rate:.1f}"
+            g = "-" if v.gold_mean is None else f"{v.gold_mean:.3f}"
+            print(f"{name:<10} {v.replies:>7} {v.thumbs_up:>5} {v.thumbs_down:>5} {rate:>6} {g:>6}")
+    return 0 if not result.stopped_early else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="loopchat", description="Chat that learns from its users' votes."
@@ -406,6 +483,44 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--version", help="only votes on replies of this policy version (v3)")
     sp.add_argument("-o", "--output", help="file to write (default stdout)")
     sp.set_defaults(func=cmd_export)
+
+    sp = sub.add_parser(
+        "simulate", help="simulated users chat and vote on a running server (HTTP API only)"
+    )
+    sp.add_argument("--url", default="http://127.0.0.1:8000", help="the server's base URL")
+    sp.add_argument("--votes", type=int, default=300, help="votes to store (thumbs + A/B)")
+    sp.add_argument(
+        "--gold",
+        default="trainer.simulation.gold:concise",
+        help="the users' preference, module:function (prompt, reply) -> float; "
+        "shipped: concise, warm, uses_list, answers_number",
+    )
+    sp.add_argument("--flip-rate", type=float, default=0.25, help="label noise of A/B votes")
+    sp.add_argument("--comparison-share", type=float, default=0.5, help="share of A/B votes")
+    sp.add_argument("--users", type=int, default=20, help="simulated users (web sessions)")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument(
+        "--split",
+        choices=["train", "heldout"],
+        default="train",
+        help="prompts to send; votes on heldout ones leak the evaluation set into training",
+    )
+    sp.add_argument("--max-tokens", type=int, help="per reply (default: the server's)")
+    sp.add_argument("--concurrency", type=int, default=4, help="requests at once")
+    sp.add_argument("--temperature", type=float, help="Bradley-Terry temperature (0.02)")
+    sp.add_argument("--thumbs-threshold", type=float, help="thumbs up above this gold (0.5)")
+    sp.add_argument("--thumbs-noise", type=float, help="sd of the gold noise of thumbs (0.1)")
+    sp.add_argument(
+        "--auth",
+        choices=["session", "key"],
+        default="session",
+        help="web sessions (default), or API keys made with the operator token",
+    )
+    sp.add_argument(
+        "--admin-token", help="operator token, for --auth key (default $LOOPCHAT_ADMIN_TOKEN)"
+    )
+    sp.add_argument("--json", action="store_true", help="print the summary as JSON")
+    sp.set_defaults(func=cmd_simulate)
 
     sp = bench.add_parser("serve", help="engine vs HTTP API under the same concurrent load")
     common(sp)

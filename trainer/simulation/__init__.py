@@ -1,0 +1,53 @@
+"""Simulated users for the closed loop (issue 7): a prompt set with a fixed held-out
+split, gold preference functions, noisy simulated judges, and `simulate()`, which casts
+votes on a running server through its public HTTP API only."""
+
+from __future__ import annotations
+
+from trainer.simulation.gold import (
+    SHIPPED,
+    Gold,
+    GoldReasons,
+    GoldSpecError,
+    answers_number,
+    concise,
+    load_gold,
+    uses_list,
+    warm,
+    with_reasons,
+)
+from trainer.simulation.prompts import Prompt, PromptFileError, load_prompts
+from trainer.simulation.run import (
+    Progress,
+    SimulationError,
+    SimulationResult,
+    VersionStats,
+    simulate,
+    simulate_async,
+)
+from trainer.simulation.users import SimulatedUser, Thumbs, Verdict
+
+__all__ = [
+    "SHIPPED",
+    "Gold",
+    "GoldReasons",
+    "GoldSpecError",
+    "Progress",
+    "Prompt",
+    "PromptFileError",
+    "SimulatedUser",
+    "SimulationError",
+    "SimulationResult",
+    "Thumbs",
+    "Verdict",
+    "VersionStats",
+    "answers_number",
+    "concise",
+    "load_gold",
+    "load_prompts",
+    "simulate",
+    "simulate_async",
+    "uses_list",
+    "warm",
+    "with_reasons",
+]
