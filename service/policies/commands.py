@@ -103,12 +103,20 @@ def change(
             headers={"Authorization": f"Bearer {target.admin_token}"},
             timeout=60.0,
         )
-    except httpx.HTTPError as e:
+    except (httpx.ConnectError, httpx.ConnectTimeout) as e:
+        # Only when the request never reached a server: after that, it may have acted.
         if action == "retire":
             print(f"loopchat policy: no server at {target.url} ({e})", file=sys.stderr)
             return 1
         print(f"no server at {target.url}; writing the change to the database", file=sys.stderr)
         return _offline(sessions, ref, reason)
+    except httpx.HTTPError as e:
+        print(
+            f"loopchat policy {action}: {target.url} did not answer ({e}); check with "
+            f"`loopchat policy events` before trying again",
+            file=sys.stderr,
+        )
+        return 1
     if r.status_code >= 300:
         try:
             message = r.json()["error"]["message"]
