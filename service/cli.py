@@ -321,6 +321,18 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             flush=True,
         )
 
+    if args.replot is not None:
+        from trainer.simulation.report import replot
+
+        try:
+            paths = replot(args.replot)
+        except (OSError, ValueError, KeyError) as e:
+            print(f"loopchat simulate --replot: {e}", file=sys.stderr)
+            return 1
+        print("\n".join(str(p) for p in paths))
+        return 0
+    if args.rounds:
+        return _simulate_loop(args, gold)
     admin_token = args.admin_token or os.environ.get("LOOPCHAT_ADMIN_TOKEN") or None
     try:
         result = simulate(
@@ -365,6 +377,54 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             g = "-" if v.gold_mean is None else f"{v.gold_mean:.3f}"
             print(f"{name:<10} {v.replies:>7} {v.thumbs_up:>5} {v.thumbs_down:>5} {rate:>6} {g:>6}")
     return 0 if not result.stopped_early else 1
+
+
+def _simulate_loop(args: argparse.Namespace, gold: object) -> int:
+    """`loopchat simulate --rounds N`: the closed loop against a running server + trainer."""
+    import time
+
+    from service.identity.auth import resolve_secrets
+    from trainer.simulation.loop import LoopError, run_loop
+    from trainer.simulation.run import SimulationError
+
+    admin_token = args.admin_token or resolve_secrets(_settings(args)).admin_token
+    out = args.out or Path("data") / "sim" / time.strftime("%Y%m%d-%H%M%S")
+    t0 = time.monotonic()
+
+    def say(line: str) -> None:
+        print(f"[{time.monotonic() - t0:7.0f} s] {line}", file=sys.stderr, flush=True)
+
+    try:
+        report = run_loop(
+            args.url,
+            admin_token,
+            rounds=args.rounds,
+            votes_per_round=args.votes,
+            gold=args.gold,
+            flip_rate=args.flip_rate,
+            seed=args.seed,
+            max_tokens=args.max_tokens,
+            eval_samples=args.eval_samples,
+            out_dir=out,
+            progress=say,
+            promote=args.promote,
+            train_timeout_s=args.train_timeout,
+            comparison_share=args.comparison_share,
+            users=args.users,
+            concurrency=args.concurrency,
+            auth=args.auth,
+            **{
+                key: getattr(args, key)
+                for key in ("temperature", "thumbs_threshold", "thumbs_noise")
+                if getattr(args, key) is not None
+            },
+        )
+    except (LoopError, SimulationError, ValueError) as e:
+        print(f"loopchat simulate: {e}", file=sys.stderr)
+        return 1
+    print((out / "report.md").read_text(encoding="utf-8"))
+    print(f"report: {out / 'report.json'}", file=sys.stderr)
+    return 1 if report.stopped_early else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -485,10 +545,45 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_export)
 
     sp = sub.add_parser(
-        "simulate", help="simulated users chat and vote on a running server (HTTP API only)"
+        "simulate",
+        help="simulated users chat and vote on a running server (HTTP API only); "
+        "--rounds N runs the closed loop (votes, training, canary, gold evaluation)",
+        description="Simulated users chat and vote on a running server. With --rounds N "
+        "it runs the closed loop, which needs a running server AND trainer: `loopchat run` "
+        "(or `loopchat serve` + `loopchat train --schedule`); it queues training rounds "
+        "through the operator API and writes report.json, plots and report.md to --out.",
     )
     sp.add_argument("--url", default="http://127.0.0.1:8000", help="the server's base URL")
-    sp.add_argument("--votes", type=int, default=300, help="votes to store (thumbs + A/B)")
+    sp.add_argument(
+        "--votes",
+        type=int,
+        default=300,
+        help="votes to store (thumbs + A/B); per round with --rounds",
+    )
+    sp.add_argument(
+        "--rounds",
+        type=int,
+        default=0,
+        help="closed-loop rounds (0: one simulation only); needs a server + trainer running",
+    )
+    sp.add_argument("--out", type=Path, help="report directory (default data/sim/<timestamp>)")
+    sp.add_argument(
+        "--eval-samples", type=int, default=50, help="held-out prompts per gold evaluation"
+    )
+    sp.add_argument(
+        "--train-timeout", type=float, default=3600.0, help="seconds to wait for a training round"
+    )
+    sp.add_argument(
+        "--promote",
+        choices=["rule", "always", "never"],
+        default="rule",
+        help="rule: the server's canary rule decides; always: promote the canary after each "
+        "round's votes; never: retire it then",
+    )
+    sp.add_argument(
+        "--replot", type=Path, metavar="DIR", help="redraw plots and report.md from DIR/report.json"
+    )
+    sp.add_argument("--data-dir", type=Path, help="where the operator token is (data/admin_token)")
     sp.add_argument(
         "--gold",
         default="trainer.simulation.gold:concise",
@@ -517,7 +612,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="web sessions (default), or API keys made with the operator token",
     )
     sp.add_argument(
-        "--admin-token", help="operator token, for --auth key (default $LOOPCHAT_ADMIN_TOKEN)"
+        "--admin-token",
+        help="operator token, for --auth key and --rounds (default $LOOPCHAT_ADMIN_TOKEN; "
+        "with --rounds also DATA_DIR/admin_token)",
     )
     sp.add_argument("--json", action="store_true", help="print the summary as JSON")
     sp.set_defaults(func=cmd_simulate)

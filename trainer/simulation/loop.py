@@ -1,0 +1,799 @@
+"""The closed loop (issue 7): rounds of simulated votes, a training round, the canary and
+promotion path, and a gold evaluation of whatever serves, all through the HTTP API.
+
+Round r (1..rounds):
+
+1. vote: `simulate()` casts `votes_per_round` votes on train prompts. Users get whatever
+   serves, the canary's share included, and comparisons put the canary against the
+   serving version, so the server's promotion rule acts on these votes by itself.
+   With `promote="always"` the loop then promotes a canary through the operator API;
+   with `"never"` it retires it (the server's own rule may still have promoted it during
+   the votes unless the server runs with LOOPCHAT_AUTO_PROMOTE=false).
+2. train: `POST /v1/admin/training-runs` queues a round, which a trainer process
+   (`loopchat train --schedule`, started by `loopchat run`) picks up; the loop polls
+   `GET /v1/admin/training-runs/{id}` until it finishes.
+3. canary: a published candidate is followed in `GET /v1/admin/policies` until the
+   server admits it as canary (or it fails to load). Its promotion happens on the next
+   round's votes.
+4. evaluate: the serving version and `v0` answer the first `eval_samples` held-out
+   prompts, pinned (`loopchat@vN`), with the same seeds and temperature; `gold()` scores
+   both; the gold win rate counts ties as half. v0's replies are sampled once, in round 0,
+   and reused (same prompts, same seeds).
+
+Round 0 is the baseline: v0 evaluated before any vote (win rate 0.5 by definition).
+Every figure lands in a `LoopReport`; `report.write_report()` turns it into report.json,
+plots and report.md. A figure that could not be had is null, and the round's `nulls`
+says why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+
+from service.policies.ratings import wilson_interval
+from trainer.simulation.client import ApiError, open_user
+from trainer.simulation.gold import Gold, gold_spec, load_gold
+from trainer.simulation.prompts import Prompt, load_prompts
+from trainer.simulation.run import SimulationResult, VersionStats, simulate
+from trainer.simulation.users import DEFAULT_FLIP_RATE
+
+PromoteMode = Literal["rule", "always", "never"]
+PROMOTE_MODES: tuple[PromoteMode, ...] = ("rule", "always", "never")
+BASELINE = "v0"
+TERMINAL = ("succeeded", "stopped", "rejected", "failed")
+# A candidate is settled once the server has admitted it (canary) or got past that.
+ADMITTED = ("canary", "serving", "retired", "failed", "rejected")
+PHASES = ("vote", "train", "canary", "evaluate")
+REPORT_VERSION = 1
+
+
+class LoopError(RuntimeError):
+    """The loop could not go on (no server, bad token); the message says why."""
+
+
+# -- pure helpers --------------------------------------------------------------------------
+
+
+def gold_win_rate(gold_a: Sequence[float], gold_b: Sequence[float]) -> dict[str, Any]:
+    """Pairwise win rate of a over b on paired scores: win when gold_a > gold_b, ties half."""
+    if len(gold_a) != len(gold_b):
+        raise ValueError("the two score lists must pair up")
+    wins = sum(a > b for a, b in zip(gold_a, gold_b, strict=True))
+    losses = sum(a < b for a, b in zip(gold_a, gold_b, strict=True))
+    ties = len(gold_a) - wins - losses
+    n = len(gold_a)
+    return {
+        "win_rate": (wins + 0.5 * ties) / n if n else None,
+        "wins": wins,
+        "ties": ties,
+        "losses": losses,
+        "n": n,
+    }
+
+
+def thumbs_table(
+    per_version: dict[str, VersionStats] | dict[str, dict[str, Any]],
+) -> dict[str, dict[str, Any]]:
+    """Thumbs-up rate per version with a 95% Wilson interval, from a simulation's
+    per-version stats (VersionStats or their to_dict())."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in sorted(per_version):
+        v = per_version[name]
+        up, down = (
+            (v.thumbs_up, v.thumbs_down)
+            if isinstance(v, VersionStats)
+            else (int(v["thumbs_up"]), int(v["thumbs_down"]))
+        )
+        n = up + down
+        ci = wilson_interval(up, n) if n else None
+        out[name] = {
+            "thumbs_up": up,
+            "thumbs_down": down,
+            "n": n,
+            "rate": up / n if n else None,
+            "low": ci.low if ci else None,
+            "high": ci.high if ci else None,
+        }
+    return out
+
+
+def merge_thumbs(tables: Sequence[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Thumbs over several rounds: counts summed per version, intervals recomputed."""
+    counts: dict[str, dict[str, Any]] = {}
+    for table in tables:
+        for name, row in table.items():
+            c = counts.setdefault(name, {"thumbs_up": 0, "thumbs_down": 0})
+            c["thumbs_up"] += int(row["thumbs_up"])
+            c["thumbs_down"] += int(row["thumbs_down"])
+    return thumbs_table(counts)
+
+
+def _sqrt(x: float | None) -> float | None:
+    return math.sqrt(max(x, 0.0)) if x is not None else None
+
+
+def _mean(xs: Sequence[float]) -> float | None:
+    return sum(xs) / len(xs) if xs else None
+
+
+# -- records -------------------------------------------------------------------------------
+
+
+@dataclass
+class Evaluation:
+    serving: str
+    baseline: str
+    samples: int  # pairs scored
+    errors: int  # prompts that failed (skipped)
+    gold_serving: float | None
+    gold_baseline: float | None
+    win_rate: float | None
+    wins: int
+    ties: int
+    losses: int
+    words_serving: float | None
+    words_baseline: float | None
+    reused_baseline: bool  # serving is v0: its replies are the baseline's
+
+
+@dataclass
+class TrainingRecord:
+    run_id: int | None
+    status: str  # succeeded, stopped, rejected, failed, or timeout / error (the loop's)
+    reason: str | None
+    policy_version: str | None
+    elapsed_s: float
+    summary: dict[str, float | None]
+    reward_candidate: float | None  # the RM's mean reward (the proxy), this round's RM
+    reward_serving: float | None
+    counts: dict[str, Any]
+    last_progress: dict[str, Any]
+
+
+@dataclass
+class RoundRecord:
+    round: int
+    serving_start: str | None
+    canary_start: str | None
+    serving_end: str | None = None
+    canary_end: str | None = None
+    votes_requested: int = 0
+    votes_recorded: int = 0
+    simulation: dict[str, Any] | None = None
+    thumbs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    server_ratings: list[dict[str, Any]] | None = None
+    promotion: dict[str, Any] = field(default_factory=dict)
+    training: TrainingRecord | None = None
+    candidate: str | None = None
+    candidate_status: str | None = None
+    events: list[dict[str, Any]] = field(default_factory=list)
+    # rounds the trainer ran on its own schedule (events / interval) since the last round
+    other_runs: list[dict[str, Any]] = field(default_factory=list)
+    promoted: list[str] = field(default_factory=list)
+    retired: list[str] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    evaluation: Evaluation | None = None
+    rm_accuracy: float | None = None
+    kl_candidate: float | None = None
+    kl_serving: float | None = None  # KL to v0 of the version evaluated this round
+    sqrt_kl_serving: float | None = None
+    wall_s: dict[str, float | None] = field(default_factory=dict)
+    nulls: dict[str, str] = field(default_factory=dict)  # field -> why it is null
+
+    def why(self, name: str, reason: str) -> None:
+        self.nulls.setdefault(name, reason)
+
+
+@dataclass
+class LoopReport:
+    config: dict[str, Any]
+    rounds: list[RoundRecord] = field(default_factory=list)
+    totals: dict[str, Any] = field(default_factory=dict)
+    started_at: float = 0.0
+    elapsed_s: float = 0.0
+    stopped_early: bool = False
+    stop_reason: str | None = None
+    version: int = REPORT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def null_fields(record: dict[str, Any]) -> list[str]:
+    """Dotted names of the null figures of a round (as JSON), down into training.summary,
+    evaluation and wall_s; each must have a reason in `nulls`."""
+    out: list[str] = []
+    for key, value in record.items():
+        if key in ("nulls",):
+            continue
+        if value is None:
+            out.append(key)
+        elif key in ("training", "evaluation", "wall_s") and isinstance(value, dict):
+            for k, v in value.items():
+                if v is None:
+                    out.append(f"{key}.{k}")
+                elif k == "summary" and isinstance(v, dict):
+                    out += [f"training.summary.{kk}" for kk, vv in v.items() if vv is None]
+    return out
+
+
+def totals_of(report: LoopReport) -> dict[str, Any]:
+    rounds = report.rounds
+    trained = [r.training for r in rounds if r.training is not None]
+    statuses: dict[str, int] = {}
+    for t in trained:
+        statuses[t.status] = statuses.get(t.status, 0) + 1
+    wall: dict[str, float] = {p: 0.0 for p in PHASES}
+    for r in rounds:
+        for p in PHASES:
+            wall[p] += r.wall_s.get(p) or 0.0
+    evals = [r.evaluation for r in rounds if r.evaluation is not None]
+    rates = [e.win_rate for e in evals if e.win_rate is not None]
+    golds = [e.gold_serving for e in evals if e.gold_serving is not None]
+    return {
+        "rounds": sum(1 for r in rounds if r.round > 0),
+        "votes_requested": sum(r.votes_requested for r in rounds),
+        "votes_recorded": sum(r.votes_recorded for r in rounds),
+        "training_runs": statuses,
+        "versions_published": [
+            t.policy_version for t in trained if t.policy_version and t.status == "succeeded"
+        ],
+        "promoted": [v for r in rounds for v in r.promoted],
+        "retired": [v for r in rounds for v in r.retired],
+        "rejected": [v for r in rounds for v in r.rejected],
+        "final_serving": rounds[-1].serving_end if rounds else None,
+        "final_win_rate": rates[-1] if rates else None,
+        "best_win_rate": max(rates) if rates else None,
+        "final_gold": golds[-1] if golds else None,
+        "baseline_gold": evals[0].gold_baseline if evals else None,
+        "wall_s": {k: round(v, 3) for k, v in wall.items()},
+        "thumbs": merge_thumbs([r.thumbs for r in rounds]),
+    }
+
+
+# -- the operator API ----------------------------------------------------------------------
+
+
+class Operator:
+    """The operator API of one server (sync; the loop waits on it anyway)."""
+
+    def __init__(self, base_url: str, admin_token: str, timeout_s: float = 60.0):
+        self.http = httpx.Client(
+            base_url=base_url.rstrip("/"),
+            headers={"Authorization": f"Bearer {admin_token}"},
+            timeout=timeout_s,
+        )
+
+    def close(self) -> None:
+        self.http.close()
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        try:
+            r = self.http.request(method, path, json=body)
+        except httpx.HTTPError as e:
+            raise ApiError(f"{method} {path}", None, type(e).__name__, str(e)) from e
+        if r.status_code >= 400:
+            raise ApiError(f"{method} {path}", r.status_code, "http_error", r.text[:300])
+        return r.json()
+
+    def policies(self) -> dict[str, Any]:
+        out: dict[str, Any] = self.call("GET", "/v1/admin/policies")
+        return out
+
+    def status_of(self, version: str) -> str | None:
+        for row in self.policies()["data"]:
+            if row["name"] == version:
+                return str(row["status"])
+        return None
+
+    def events(self, limit: int = 500) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = self.call("GET", f"/v1/admin/policies/events?limit={limit}")
+        return out
+
+    def ratings(self) -> dict[str, Any]:
+        out: dict[str, Any] = self.call("GET", "/v1/admin/policies/ratings?samples=50")
+        return out
+
+
+# -- the phases ----------------------------------------------------------------------------
+
+
+def _train(
+    op: Operator, timeout_s: float, poll_s: float, say: Callable[[str], None]
+) -> TrainingRecord:
+    start = time.monotonic()
+    queued = op.call("POST", "/v1/admin/training-runs")
+    run_id = int(queued["id"])
+    say(f"training run {run_id} queued")
+    last_line = ""
+    run: dict[str, Any] = queued
+    while True:
+        run = op.call("GET", f"/v1/admin/training-runs/{run_id}")
+        status = str(run["status"])
+        prog = run.get("progress") or {}
+        line = f"training run {run_id}: {status} {prog.get('phase', '')} {prog.get('step', '')}"
+        line += f"/{prog.get('total', '')}" if prog.get("total") else ""
+        if line != last_line:
+            say(line)
+            last_line = line
+        if status in TERMINAL:
+            break
+        if time.monotonic() - start > timeout_s:
+            status = "timeout"
+            run = {**run, "reason": f"not finished after {timeout_s:.0f} s (was {run['status']})"}
+            break
+        time.sleep(poll_s)
+    evaluation = (run.get("metrics") or {}).get("evaluation") or {}
+
+    def fig(key: str) -> float | None:
+        v = evaluation.get(key)
+        return float(v) if isinstance(v, int | float) and math.isfinite(v) else None
+
+    return TrainingRecord(
+        run_id=run_id,
+        status=status,
+        reason=run.get("reason"),
+        policy_version=run.get("policy_version"),
+        elapsed_s=round(time.monotonic() - start, 3),
+        summary=dict(run.get("summary") or {}),
+        reward_candidate=fig("reward_candidate"),
+        reward_serving=fig("reward_serving"),
+        counts=dict(run.get("counts") or {}),
+        last_progress=dict(run.get("progress") or {}),
+    )
+
+
+def _wait_admitted(op: Operator, version: str, timeout_s: float, poll_s: float) -> str | None:
+    deadline = time.monotonic() + timeout_s
+    status = op.status_of(version)
+    while status not in ADMITTED and time.monotonic() < deadline:
+        time.sleep(poll_s)
+        status = op.status_of(version)
+    return status
+
+
+@dataclass
+class _Sample:
+    prompt: Prompt
+    seed: int
+    text: str
+    gold: float
+
+
+async def _sample_version(
+    base_url: str,
+    version: str,
+    prompts: Sequence[Prompt],
+    seeds: Sequence[int],
+    gold: Gold,
+    *,
+    temperature: float,
+    max_tokens: int | None,
+    concurrency: int,
+    admin_token: str,
+) -> tuple[dict[int, _Sample], int]:
+    """Replies of `version` (pinned) to each prompt with its seed, gold-scored. Returns the
+    samples by prompt index and the count of failed prompts."""
+    client = await open_user(base_url, "loop evaluator", admin_token=admin_token)
+    out: dict[int, _Sample] = {}
+    errors = 0
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(i: int) -> None:
+        nonlocal errors
+        async with sem:
+            p = prompts[i]
+            try:
+                reply = await client.chat(
+                    p.messages(),
+                    model=f"loopchat@{version}",
+                    max_tokens=max_tokens,
+                    temperature=temperature,
+                    seed=seeds[i],
+                )
+            except ApiError:
+                errors += 1
+                return
+            out[i] = _Sample(p, seeds[i], reply.text, float(gold(p.text, reply.text)))
+
+    try:
+        await asyncio.gather(*(one(i) for i in range(len(prompts))))
+    finally:
+        await client.aclose()
+    return out, errors
+
+
+def _evaluate(
+    base_url: str,
+    serving: str,
+    baseline: dict[int, _Sample],
+    prompts: Sequence[Prompt],
+    seeds: Sequence[int],
+    gold: Gold,
+    *,
+    temperature: float,
+    max_tokens: int | None,
+    concurrency: int,
+    admin_token: str,
+) -> Evaluation:
+    reused = serving == BASELINE
+    if reused:
+        mine, errors = baseline, len(prompts) - len(baseline)
+    else:
+        mine, errors = asyncio.run(
+            _sample_version(
+                base_url,
+                serving,
+                prompts,
+                seeds,
+                gold,
+                temperature=temperature,
+                max_tokens=max_tokens,
+                concurrency=concurrency,
+                admin_token=admin_token,
+            )
+        )
+    both = sorted(set(mine) & set(baseline))
+    wr = gold_win_rate([mine[i].gold for i in both], [baseline[i].gold for i in both])
+    words = [len(mine[i].text.split()) for i in both]
+    base_words = [len(baseline[i].text.split()) for i in both]
+    return Evaluation(
+        serving=serving,
+        baseline=BASELINE,
+        samples=len(both),
+        errors=errors,
+        gold_serving=_mean([mine[i].gold for i in both]),
+        gold_baseline=_mean([baseline[i].gold for i in both]),
+        win_rate=wr["win_rate"],
+        wins=wr["wins"],
+        ties=wr["ties"],
+        losses=wr["losses"],
+        words_serving=_mean([float(w) for w in words]),
+        words_baseline=_mean([float(w) for w in base_words]),
+        reused_baseline=reused,
+    )
+
+
+# -- the loop ------------------------------------------------------------------------------
+
+
+def run_loop(
+    base_url: str,
+    admin_token: str,
+    *,
+    rounds: int,
+    votes_per_round: int,
+    gold: Gold | str,
+    flip_rate: float = DEFAULT_FLIP_RATE,
+    seed: int = 0,
+    max_tokens: int | None = None,
+    eval_samples: int = 50,
+    out_dir: Path | str | None = None,
+    progress: Callable[[str], None] | None = None,
+    promote: PromoteMode = "rule",
+    train_timeout_s: float = 3600.0,
+    canary_timeout_s: float = 120.0,
+    poll_s: float = 2.0,
+    eval_temperature: float = 0.7,
+    eval_concurrency: int = 4,
+    write: bool = True,
+    **simulate_options: Any,
+) -> LoopReport:
+    """Run the closed loop against the server at `base_url` (a trainer process must take
+    its queued rounds). Writes report.json, plots and report.md into `out_dir` after every
+    round (so a run cut short still leaves its figures) when `write` and `out_dir` are set."""
+    if rounds < 0 or votes_per_round < 0 or eval_samples < 1:
+        raise ValueError("rounds and votes_per_round must be >= 0, eval_samples >= 1")
+    if promote not in PROMOTE_MODES:
+        raise ValueError(f"promote must be one of {PROMOTE_MODES}, not {promote!r}")
+    say = progress or (lambda _line: None)
+    gold_fn = load_gold(gold) if isinstance(gold, str) else gold
+    prompts = load_prompts("heldout")[:eval_samples]
+    seeds = [seed * 100_000 + i for i in range(len(prompts))]
+    out = Path(out_dir) if out_dir is not None else None
+    report = LoopReport(
+        config={
+            "base_url": base_url,
+            "rounds": rounds,
+            "votes_per_round": votes_per_round,
+            "gold": gold if isinstance(gold, str) else gold_spec(gold_fn),
+            "flip_rate": flip_rate,
+            "seed": seed,
+            "max_tokens": max_tokens,
+            "eval_samples": len(prompts),
+            "eval_temperature": eval_temperature,
+            "eval_seeds": f"{seeds[0]}..{seeds[-1]}" if seeds else None,
+            "promote": promote,
+            "train_timeout_s": train_timeout_s,
+            "canary_timeout_s": canary_timeout_s,
+            "simulate_options": {
+                k: v for k, v in simulate_options.items() if isinstance(v, int | float | str)
+            },
+            "baseline_replies": "v0 sampled once in round 0, reused with the same seeds",
+        },
+        started_at=time.time(),
+    )
+    op = Operator(base_url, admin_token)
+    start = time.monotonic()
+    kl_of: dict[str, float] = {BASELINE: 0.0}  # KL to v0 per version, from the run that made it
+
+    def save() -> None:
+        report.totals = totals_of(report)
+        report.elapsed_s = round(time.monotonic() - start, 3)
+        if write and out is not None:
+            from trainer.simulation.report import write_report
+
+            write_report(report.to_dict(), out)
+
+    try:
+        try:
+            pol = op.policies()
+            last_event = max((int(e["id"]) for e in op.events()), default=0)
+            runs0 = op.call("GET", "/v1/admin/training-runs?limit=1")
+            last_run = max((int(run["id"]) for run in runs0), default=0)
+        except ApiError as e:
+            raise LoopError(f"cannot reach the operator API at {base_url}: {e}") from e
+
+        # Round 0: the baseline.
+        rec = RoundRecord(0, pol["serving"], pol.get("canary"))
+        t0 = time.monotonic()
+        say(f"round 0: sampling {BASELINE} on {len(prompts)} held-out prompts")
+        baseline, errors = asyncio.run(
+            _sample_version(
+                base_url,
+                BASELINE,
+                prompts,
+                seeds,
+                gold_fn,
+                temperature=eval_temperature,
+                max_tokens=max_tokens,
+                concurrency=eval_concurrency,
+                admin_token=admin_token,
+            )
+        )
+        base_gold = [s.gold for s in baseline.values()]
+        base_words = [float(len(s.text.split())) for s in baseline.values()]
+        rec.evaluation = Evaluation(
+            serving=BASELINE,
+            baseline=BASELINE,
+            samples=len(baseline),
+            errors=errors,
+            gold_serving=_mean(base_gold),
+            gold_baseline=_mean(base_gold),
+            win_rate=0.5,
+            wins=0,
+            ties=len(baseline),
+            losses=0,
+            words_serving=_mean(base_words),
+            words_baseline=_mean(base_words),
+            reused_baseline=True,
+        )
+        rec.wall_s = {"vote": None, "train": None, "canary": None}
+        rec.wall_s["evaluate"] = round(time.monotonic() - t0, 3)
+        for p in ("vote", "train", "canary"):
+            rec.why(f"wall_s.{p}", "round 0 is the baseline: no votes or training")
+        rec.serving_end, rec.canary_end = rec.serving_start, rec.canary_start
+        _explain_round0(rec)
+        report.rounds.append(rec)
+        say(f"round 0: {BASELINE} gold {rec.evaluation.gold_serving}")
+        save()
+
+        for r in range(1, rounds + 1):
+            pol = op.policies()
+            rec = RoundRecord(r, pol["serving"], pol.get("canary"))
+            rec.votes_requested = votes_per_round
+
+            # 1. vote
+            t0 = time.monotonic()
+            say(
+                f"round {r}: {votes_per_round} votes (serving {rec.serving_start}, "
+                f"canary {rec.canary_start})"
+            )
+            result: SimulationResult = simulate(
+                base_url,
+                votes=votes_per_round,
+                gold=gold_fn,
+                flip_rate=flip_rate,
+                split="train",
+                seed=seed * 1000 + r,
+                max_tokens=max_tokens,
+                admin_token=admin_token,
+                **simulate_options,
+            )
+            rec.simulation = result.to_dict()
+            rec.simulation["config"]["gold"] = report.config["gold"]
+            rec.votes_recorded = result.votes
+            rec.thumbs = thumbs_table(result.per_version)
+            try:
+                rec.server_ratings = list(op.ratings().get("ratings") or [])
+            except ApiError as e:
+                rec.why("server_ratings", f"GET /v1/admin/policies/ratings failed: {e}")
+            # promotion by the loop (the server's rule may have acted during the votes)
+            canary = op.policies().get("canary")
+            rec.promotion = {"mode": promote, "canary_after_votes": canary, "action": None}
+            if canary and promote in ("always", "never"):
+                verb = "promote" if promote == "always" else "retire"
+                try:
+                    op.call(
+                        "POST",
+                        f"/v1/admin/policies/{canary}/{verb}",
+                        {"reason": f"closed loop, promote={promote}"},
+                    )
+                    rec.promotion["action"] = f"{verb} {canary}"
+                except ApiError as e:
+                    rec.promotion["action"] = f"{verb} {canary} failed: {e}"
+            rec.wall_s["vote"] = round(time.monotonic() - t0, 3)
+            say(f"round {r}: {result.votes}/{votes_per_round} votes in {result.elapsed_s:.0f} s")
+
+            # 2. train
+            t0 = time.monotonic()
+            try:
+                rec.training = _train(op, train_timeout_s, poll_s, say)
+            except ApiError as e:
+                rec.training = TrainingRecord(
+                    None,
+                    "error",
+                    str(e),
+                    None,
+                    round(time.monotonic() - t0, 3),
+                    {},
+                    None,
+                    None,
+                    {},
+                    {},
+                )
+            rec.wall_s["train"] = round(time.monotonic() - t0, 3)
+            t = rec.training
+            rec.rm_accuracy = t.summary.get("rm_accuracy")
+            rec.kl_candidate = t.summary.get("kl_candidate")
+            say(f"round {r}: training {t.status} ({t.reason or 'ok'}), version {t.policy_version}")
+
+            # 3. canary
+            t0 = time.monotonic()
+            if t.policy_version and t.status == "succeeded":
+                rec.candidate = t.policy_version
+                if rec.kl_candidate is not None:
+                    kl_of[t.policy_version] = rec.kl_candidate
+                rec.candidate_status = _wait_admitted(
+                    op, t.policy_version, canary_timeout_s, min(poll_s, 1.0)
+                )
+                say(f"round {r}: {t.policy_version} is {rec.candidate_status}")
+                rec.wall_s["canary"] = round(time.monotonic() - t0, 3)
+            else:
+                rec.wall_s["canary"] = None
+                why = f"no candidate published (training {t.status}: {t.reason})"
+                for name in ("candidate", "candidate_status", "wall_s.canary"):
+                    rec.why(name, why)
+
+            # runs the schedule started by itself, and events, since the last round
+            try:
+                runs = op.call("GET", "/v1/admin/training-runs?limit=50")
+                rec.other_runs = [
+                    {k: run.get(k) for k in ("id", "status", "trigger", "reason", "policy_version")}
+                    for run in runs
+                    if int(run["id"]) > last_run and int(run["id"]) != t.run_id
+                ]
+                last_run = max([last_run, *(int(run["id"]) for run in runs)])
+            except ApiError as e:
+                rec.other_runs = [{"error": str(e)}]
+            events = [ev for ev in op.events() if int(ev["id"]) > last_event]
+            events.sort(key=lambda ev: int(ev["id"]))
+            last_event = max((int(ev["id"]) for ev in events), default=last_event)
+            rec.events = events
+            for ev in events:
+                bucket = {
+                    "promote": rec.promoted,
+                    "rollback": rec.promoted,
+                    "retire": rec.retired,
+                    "fail": rec.failed,
+                }.get(str(ev["kind"]))
+                if bucket is not None:
+                    bucket.append(str(ev["version"]))
+            if t.status == "rejected":
+                rec.rejected.append(t.policy_version or f"run {t.run_id}")
+
+            # 4. evaluate what serves now
+            pol = op.policies()
+            rec.serving_end, rec.canary_end = pol["serving"], pol.get("canary")
+            t0 = time.monotonic()
+            serving = str(rec.serving_end)
+            say(f"round {r}: evaluating {serving} against {BASELINE}")
+            rec.evaluation = _evaluate(
+                base_url,
+                serving,
+                baseline,
+                prompts,
+                seeds,
+                gold_fn,
+                temperature=eval_temperature,
+                max_tokens=max_tokens,
+                concurrency=eval_concurrency,
+                admin_token=admin_token,
+            )
+            rec.wall_s["evaluate"] = round(time.monotonic() - t0, 3)
+            rec.kl_serving = kl_of.get(serving)
+            if rec.kl_serving is None:
+                ks = t.summary.get("kl_serving")
+                if ks is not None:
+                    rec.kl_serving = ks
+                else:
+                    rec.why("kl_serving", f"no KL measured for {serving} by this loop's runs")
+            rec.sqrt_kl_serving = _sqrt(rec.kl_serving)
+            if rec.sqrt_kl_serving is None:
+                rec.why("sqrt_kl_serving", rec.nulls.get("kl_serving", "no KL"))
+            _explain_round(rec)
+            report.rounds.append(rec)
+            ev_ = rec.evaluation
+            say(
+                f"round {r}: {serving} gold {ev_.gold_serving} vs {ev_.gold_baseline}, "
+                f"win rate {ev_.win_rate}"
+            )
+            save()
+            if t.status == "timeout":
+                report.stopped_early = True
+                report.stop_reason = f"round {r}: {t.reason}"
+                break
+    finally:
+        op.close()
+    save()
+    return report
+
+
+def _explain_round0(rec: RoundRecord) -> None:
+    base = "round 0 is the baseline evaluation of v0: no votes, no training"
+    for name in (
+        "simulation",
+        "server_ratings",
+        "training",
+        "candidate",
+        "candidate_status",
+        "rm_accuracy",
+        "kl_candidate",
+    ):
+        rec.why(name, base)
+    rec.kl_serving, rec.sqrt_kl_serving = 0.0, 0.0
+    if rec.canary_start is None:
+        rec.why("canary_start", "no canary")
+        rec.why("canary_end", "no canary")
+    _explain_round(rec)
+
+
+def _explain_round(rec: RoundRecord) -> None:
+    """A reason for every null figure still unexplained, from what the round did."""
+    t = rec.training
+    ran = f"training {t.status}: {t.reason}" if t else "no training"
+    if t is not None and t.status == "succeeded":
+        not_reported = (
+            "the succeeded run reported no such figure (not computed this round, e.g. the "
+            "check RM is off or had too few pairs)"
+        )
+    else:
+        not_reported = f"not reported by the run ({ran}; the round did not get that far)"
+    for name in null_fields(_as_json(rec)):
+        if name in rec.nulls:
+            continue
+        if name in ("canary_start", "canary_end"):
+            rec.why(name, "no canary at that moment")
+        elif name.startswith("training.summary.") or name in ("rm_accuracy", "kl_candidate"):
+            rec.why(name, not_reported)
+        elif name == "training.reason":
+            rec.why(name, f"the run {t.status if t else '-'} with no reason given")
+        elif name.startswith("training."):
+            rec.why(name, f"not available ({ran})")
+        elif name.startswith("evaluation."):
+            rec.why(name, "no held-out reply could be scored")
+        else:
+            rec.why(name, "not available")
+
+
+def _as_json(rec: RoundRecord) -> dict[str, Any]:
+    return asdict(rec)
