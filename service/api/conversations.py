@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
@@ -10,7 +9,7 @@ from fastapi import APIRouter, Query, Response
 from service.api.deps import RuntimeDep, UserDep
 from service.api.openapi import CALLER, errors
 from service.conversations import store
-from service.db.session import session_scope
+from service.db.session import in_session
 from service.protocol.conversations import (
     ConversationDetail,
     ConversationIn,
@@ -26,11 +25,7 @@ NOT_FOUND = errors(404)
 
 
 def _run(runtime: Runtime, fn: Any, *, write: bool = False) -> Any:
-    def run() -> Any:
-        with session_scope(runtime.sessions if write else runtime.read_sessions) as s:
-            return fn(s)
-
-    return asyncio.to_thread(run)
+    return in_session(runtime.sessions if write else runtime.read_sessions, fn)
 
 
 @router.get("", response_model=ConversationList)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query
 
 from service.api.deps import RuntimeDep, operator
 from service.api.openapi import OPERATOR, errors
-from service.db.session import session_scope
+from service.db.session import in_session
 from service.domain import VersionStatus
 from service.policies import store
 from service.policies.lifecycle import Actor
@@ -39,11 +39,7 @@ router = APIRouter(
 
 
 def _read(runtime: Runtime, fn: Any) -> Any:
-    def run() -> Any:
-        with session_scope(runtime.read_sessions) as s:
-            return fn(s)
-
-    return asyncio.to_thread(run)
+    return in_session(runtime.read_sessions, fn)
 
 
 def _policy_out(reg: PolicyRegistry, row: store.VersionRow, names: dict[int, str]) -> PolicyOut:

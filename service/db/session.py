@@ -10,10 +10,11 @@ writer committed in between, which the busy timeout cannot help. Sessions from
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
@@ -21,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 READ_ONLY = "loopchat_read_only"
+T = TypeVar("T")
 
 
 def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -73,3 +75,13 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+async def in_session(factory: sessionmaker[Session], fn: Callable[[Session], T]) -> T:
+    """Run `fn` in one unit of work on a worker thread (async code must not block on I/O)."""
+
+    def run() -> T:
+        with session_scope(factory) as session:
+            return fn(session)
+
+    return await asyncio.to_thread(run)

@@ -34,7 +34,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.chat.engines.base import Engine, EngineError, VersionSpec
-from service.db.session import session_scope
+from service.db.session import in_session
 from service.domain import VersionKind, VersionStatus
 from service.errors import Conflict, ModelNotFound, NotReady
 from service.policies import store
@@ -480,11 +480,7 @@ class PolicyRegistry:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def _db(self, fn: Any) -> Any:
-        def run() -> Any:
-            with session_scope(self._sessions) as s:
-                return fn(s)
-
-        return await asyncio.to_thread(run)
+        return await in_session(self._sessions, fn)
 
 
 def _with_status(v: LiveVersion, status: VersionStatus) -> LiveVersion:
