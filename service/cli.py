@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from service.settings import Settings, load_settings
 
@@ -340,20 +340,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             votes=args.votes,
             gold=gold,
             flip_rate=args.flip_rate,
-            comparison_share=args.comparison_share,
-            users=args.users,
             split=args.split,
             seed=args.seed,
             max_tokens=args.max_tokens,
             progress=progress,
-            concurrency=args.concurrency,
             admin_token=admin_token,
-            auth=args.auth,
-            **{
-                key: getattr(args, key)
-                for key in ("temperature", "thumbs_threshold", "thumbs_noise")
-                if getattr(args, key) is not None
-            },
+            **_user_options(args),
         )
     except (SimulationError, ValueError) as e:
         print(f"loopchat simulate: {e}", file=sys.stderr)
@@ -377,6 +369,20 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             g = "-" if v.gold_mean is None else f"{v.gold_mean:.3f}"
             print(f"{name:<10} {v.replies:>7} {v.thumbs_up:>5} {v.thumbs_down:>5} {rate:>6} {g:>6}")
     return 0 if not result.stopped_early else 1
+
+
+def _user_options(args: argparse.Namespace) -> dict[str, Any]:
+    """How the simulated users behave: the same for one batch and for every loop round."""
+    options: dict[str, Any] = {
+        "comparison_share": args.comparison_share,
+        "users": args.users,
+        "concurrency": args.concurrency,
+        "auth": args.auth,
+    }
+    for key in ("temperature", "thumbs_threshold", "thumbs_noise"):
+        if getattr(args, key) is not None:
+            options[key] = getattr(args, key)
+    return options
 
 
 def _simulate_loop(args: argparse.Namespace, gold: object) -> int:
@@ -409,15 +415,7 @@ def _simulate_loop(args: argparse.Namespace, gold: object) -> int:
             progress=say,
             promote=args.promote,
             train_timeout_s=args.train_timeout,
-            comparison_share=args.comparison_share,
-            users=args.users,
-            concurrency=args.concurrency,
-            auth=args.auth,
-            **{
-                key: getattr(args, key)
-                for key in ("temperature", "thumbs_threshold", "thumbs_noise")
-                if getattr(args, key) is not None
-            },
+            **_user_options(args),
         )
     except (LoopError, SimulationError, ValueError) as e:
         print(f"loopchat simulate: {e}", file=sys.stderr)
