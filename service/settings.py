@@ -47,7 +47,12 @@ class Settings(BaseSettings):
     max_n: int = Field(4, ge=1)
     max_stop_sequences: int = Field(4, ge=0)
 
-    # vLLM on CPU: share of RAM for the KV cache (0.92 default refuses to start on CPU).
+    # vLLM's KV cache: an explicit size (vLLM on CPU otherwise sizes it from the NUMA
+    # node's memory, which some machines report as a third of their RAM), or, when it is
+    # unset, a share of RAM / GPU memory (0.92, vLLM's default, refuses to start on CPU).
+    vllm_kv_cache_gib: float | None = Field(
+        1.0, gt=0, description="vLLM KV cache in GiB (about 46k tokens of SmolLM2-135M in bf16)."
+    )
     vllm_memory_utilization: float = Field(0.15, gt=0, le=1)
     vllm_enforce_eager: bool = True
     max_model_len: int = Field(2048, ge=64, description="Context length: prompt + reply.")

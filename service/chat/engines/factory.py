@@ -25,6 +25,7 @@ def build_engine(settings: Settings) -> Engine:
         return VllmEngine(
             model_dir,
             VllmOptions(
+                kv_cache_gib=settings.vllm_kv_cache_gib,
                 memory_utilization=settings.vllm_memory_utilization,
                 enforce_eager=settings.vllm_enforce_eager,
                 max_model_len=settings.max_model_len,

@@ -44,7 +44,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class VllmOptions:
-    memory_utilization: float = 0.15  # on CPU: share of RAM for the KV cache
+    # KV cache size in GiB, explicit: vLLM on CPU otherwise takes memory_utilization of
+    # the NUMA node's memory, minus what the worker holds, and some machines report a node
+    # of a third of their RAM (7.5 of 23 GiB here: 0.03 GiB left, and vLLM refused to
+    # start). None: size it by memory_utilization.
+    kv_cache_gib: float | None = 1.0
+    memory_utilization: float = 0.15  # share of RAM (CPU) or GPU memory, when kv_cache_gib is None
     enforce_eager: bool = True  # 27 s load instead of 135 s on the 2-core CPU boxes
     max_model_len: int = 2048
     dtype: str = "bfloat16"
@@ -121,6 +126,9 @@ class VllmEngine:
             dtype=o.dtype,  # type: ignore[arg-type]
             enforce_eager=o.enforce_eager,
             gpu_memory_utilization=o.memory_utilization,
+            kv_cache_memory_bytes=(
+                None if o.kv_cache_gib is None else int(o.kv_cache_gib * 1024**3)
+            ),
             max_model_len=o.max_model_len,
             enable_lora=o.enable_lora,
             max_lora_rank=o.max_lora_rank,  # type: ignore[arg-type]
