@@ -189,6 +189,8 @@ def _trainer_process(args: argparse.Namespace) -> subprocess.Popen[bytes]:
         value = getattr(args, key, None)
         if value is not None:
             argv += [f"--{key.replace('_', '-')}", str(value)]
+    if getattr(args, "train_config", None) is not None:
+        argv += ["--config", str(args.train_config)]
     for item in getattr(args, "train_set", None) or []:
         argv += ["--set", item]
     return subprocess.Popen(argv)
@@ -196,6 +198,14 @@ def _trainer_process(args: argparse.Namespace) -> subprocess.Popen[bytes]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Everything on embedded defaults: prepare the model once, then serve and train."""
+    if not args.no_trainer:
+        from trainer.config import ConfigError, load_config
+
+        try:  # a bad trainer setting stops here, not in the child after the server is up
+            load_config(args.train_config, args.train_set)
+        except ConfigError as e:
+            print(f"loopchat run: {e}", file=sys.stderr)
+            return 2
     if cmd_prepare(args) != 0:
         return 2
     trainer = None if args.no_trainer else _trainer_process(args)
@@ -449,6 +459,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     server(sp)
     sp.add_argument("--no-trainer", action="store_true", help="serve only")
+    sp.add_argument(
+        "--train-config", type=Path, metavar="TOML", help="TOML file of trainer settings"
+    )
     sp.add_argument(
         "--train-set", action="append", metavar="SECTION.FIELD=VALUE", help="trainer setting"
     )

@@ -76,6 +76,38 @@ def test_describe_round_trips_as_toml(tmp_path: Path) -> None:
     assert load_config(f) == cfg
 
 
+# -- what the reward model trains on -------------------------------------------------------
+
+
+def test_rm_trains_on_new_votes_only_when_warm_and_replay_is_off() -> None:
+    from trainer.records import Pair, RoundData, Unpaired, messages
+    from trainer.round import rm_training_data
+
+    since = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+    old, new = since - timedelta(minutes=20), since + timedelta(minutes=5)
+    prompt = messages([{"role": "user", "content": "hi"}])
+    pairs = tuple(
+        Pair(prompt, f"c{i}", f"r{i}", 1.0, "comparison", at)
+        for i, at in enumerate([old, new, since])
+    )
+    singles = tuple(
+        Unpaired(prompt, f"u{i}", True, "thumbs", at) for i, at in enumerate([old, new])
+    )
+    data = RoundData(pairs, (), singles, (), (), (), since, {})
+
+    off = load_config(None, ["reward.replay_pairs=false"])
+    got_pairs, got_single = rm_training_data(data, off, warm=True)
+    assert [p.chosen for p in got_pairs] == ["c1", "c2"]  # at or after `since`
+    assert [u.completion for u in got_single] == ["u1"]
+    # a fresh RM has seen nothing: it trains on the whole window
+    assert rm_training_data(data, off, warm=False) == (list(pairs), list(singles))
+    # replay on (the default): everything, warm or not
+    assert rm_training_data(data, load_config(None, []), warm=True) == (list(pairs), list(singles))
+    # no previous round: everything is new
+    first = RoundData(pairs, (), singles, (), (), (), None, {})
+    assert rm_training_data(first, off, warm=True) == (list(pairs), list(singles))
+
+
 # -- lock ----------------------------------------------------------------------------------
 
 

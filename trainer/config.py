@@ -66,6 +66,12 @@ class RewardConfig:
         0.5, "Weight of the logistic loss on single thumbs (reward > 0 means up); 0 disables."
     )
     warm_start: bool = opt(True, "Start from the last round's reward model when it loads.")
+    replay_pairs: bool = opt(
+        True,
+        "A warm-started RM trains on the replayed (older) votes too; false trains it on the "
+        "votes since the last round only, so its cost stays flat as votes pile up (held-out "
+        "accuracy is still measured on the whole window).",
+    )
     min_heldout_accuracy: float = opt(
         0.55, "The round stops unless held-out pair accuracy reaches this (0.5 is chance)."
     )

@@ -35,7 +35,7 @@ from trainer.config import TrainConfig, as_dict
 from trainer.data import build_round_data, split_halves, stop_reason
 from trainer.gate import gate
 from trainer.lock import TrainingLock
-from trainer.records import RoundData
+from trainer.records import Pair, RoundData, Unpaired
 from trainer.runs import RunRecorder, claim_queued, reap_orphans
 from trainer.snapshot import take_snapshot
 
@@ -172,11 +172,18 @@ def _phases(ctx: RoundContext, cfg: TrainConfig, rec: RunRecorder) -> RoundOutco
 
     # -- reward model ------------------------------------------------------------------
     rec.phase("reward")
-    rm_pairs, check_pairs = _rm_split(data, cfg)
     rm, note = RewardModel.create(base_dir, cfg.reward, previous_rm, seed=cfg.seed)
     rec.log(f"reward model: {note}")
+    warm = note.startswith("warm-started")
+    train_pairs, train_unpaired = rm_training_data(data, cfg, warm)
+    if len(train_pairs) < len(data.train_pairs):
+        rec.log(
+            f"reward model trains on the {len(train_pairs)} new pairs of "
+            f"{len(data.train_pairs)} (reward.replay_pairs is off)"
+        )
+    rm_pairs, check_pairs = _rm_split(train_pairs, cfg)
     fit = train_reward_model(
-        rm, rm_pairs, data.train_unpaired, cfg.reward, seed=cfg.seed, progress=rec.progress
+        rm, rm_pairs, train_unpaired, cfg.reward, seed=cfg.seed, progress=rec.progress
     )
     rm_metrics: dict[str, Any] = {
         **pair_metrics(rm, data.heldout_pairs, data.since),
@@ -291,9 +298,21 @@ def _phases(ctx: RoundContext, cfg: TrainConfig, rec: RunRecorder) -> RoundOutco
     return RoundOutcome(rec.run_id, run_status, reason, name, rec.metrics)
 
 
-def _rm_split(data: RoundData, cfg: TrainConfig) -> tuple[list[Any], list[Any]]:
+def rm_training_data(
+    data: RoundData, cfg: TrainConfig, warm: bool
+) -> tuple[list[Pair], list[Unpaired]]:
+    """The pairs and single thumbs the RM trains on: all of the window's training data, or
+    only what arrived since the last round when the RM warm-started and
+    `reward.replay_pairs` is off (it has seen the rest in earlier rounds)."""
+    pairs, unpaired = list(data.train_pairs), list(data.train_unpaired)
+    if cfg.reward.replay_pairs or not warm or data.since is None:
+        return pairs, unpaired
+    since = data.since
+    return [p for p in pairs if p.at >= since], [u for u in unpaired if u.at >= since]
+
+
+def _rm_split(pairs: list[Pair], cfg: TrainConfig) -> tuple[list[Pair], list[Pair]]:
     """Pairs for the policy's RM and for the check RM (the other half, by prompt hash)."""
-    pairs = list(data.train_pairs)
     if not cfg.reward.check_model:
         return pairs, []
     first, second = split_halves(pairs)

@@ -484,7 +484,7 @@ def run_loop(
     canary_timeout_s: float = 120.0,
     poll_s: float = 2.0,
     eval_temperature: float = 0.7,
-    eval_concurrency: int = 4,
+    eval_concurrency: int | None = None,
     write: bool = True,
     **simulate_options: Any,
 ) -> LoopReport:
@@ -496,6 +496,8 @@ def run_loop(
     if promote not in PROMOTE_MODES:
         raise ValueError(f"promote must be one of {PROMOTE_MODES}, not {promote!r}")
     say = progress or (lambda _line: None)
+    if eval_concurrency is None:  # the votes' load: a comparison streams two replies
+        eval_concurrency = 2 * int(simulate_options.get("concurrency", 4))
     gold_fn = load_gold(gold) if isinstance(gold, str) else gold
     prompts = load_prompts("heldout")[:eval_samples]
     seeds = [seed * 100_000 + i for i in range(len(prompts))]
@@ -511,6 +513,7 @@ def run_loop(
             "max_tokens": max_tokens,
             "eval_samples": len(prompts),
             "eval_temperature": eval_temperature,
+            "eval_concurrency": eval_concurrency,
             "eval_seeds": f"{seeds[0]}..{seeds[-1]}" if seeds else None,
             "promote": promote,
             "train_timeout_s": train_timeout_s,
