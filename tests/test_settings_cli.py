@@ -81,3 +81,27 @@ def test_prepare_materializes_the_bundled_model(tmp_path: Path) -> None:
     )
     out = lm.generate(**ids, max_new_tokens=12, do_sample=False)
     assert "Paris" in tok.decode(out[0][ids["input_ids"].shape[1] :])
+
+
+def test_run_refuses_a_bad_trainer_config_before_starting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "train.toml"
+    bad.write_text('[policy]\nlearning_rate = "fast"\n')
+    args = ["run", "--data-dir", str(tmp_path)]
+    assert main([*args, "--train-config", str(tmp_path / "missing.toml")]) == 2
+    assert "missing.toml" in capsys.readouterr().err
+    assert main([*args, "--train-config", str(bad)]) == 2
+    assert "learning_rate" in capsys.readouterr().err
+    assert main([*args, "--train-set", "policy.nonsense=1"]) == 2
+    assert "nonsense" in capsys.readouterr().err
+    assert not (tmp_path / "loopchat.db").exists()  # nothing was prepared or started
+
+
+def test_vllm_kv_cache_is_sized_explicitly(monkeypatch: pytest.MonkeyPatch) -> None:
+    from service.chat.engines.vllm_engine import VllmOptions
+
+    assert Settings().vllm_kv_cache_gib == 1.0 and VllmOptions().kv_cache_gib == 1.0
+    monkeypatch.setenv("LOOPCHAT_VLLM_KV_CACHE_GIB", "0")
+    with pytest.raises(ValidationError, match="vllm_kv_cache_gib"):
+        Settings()

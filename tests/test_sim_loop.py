@@ -21,7 +21,7 @@ import pytest
 
 from service.settings import Settings
 from tests.conftest import ADMIN_TOKEN
-from tests.fakes import build_tiny_talker
+from tests.fakes import build_tiny_talker, good_share
 from tests.servers import running_server
 from trainer.simulation.loop import (
     PHASES,
@@ -176,6 +176,12 @@ TRAIN_SET = [
 VOTES = 48
 
 
+def good_words(prompt: str, reply: str) -> float:
+    """A preference the project does not ship: the tiny talker's good words. The smoke
+    loop plugs it in as `tests.test_sim_loop:good_words`, with no code change."""
+    return good_share(reply)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_two_round_smoke_loop_through_the_http_api(tmp_path: Path) -> None:
@@ -218,7 +224,7 @@ def test_two_round_smoke_loop_through_the_http_api(tmp_path: Path) -> None:
                 ADMIN_TOKEN,
                 rounds=2,
                 votes_per_round=VOTES,
-                gold="trainer.simulation.gold:concise",
+                gold="tests.test_sim_loop:good_words",
                 seed=1,
                 max_tokens=16,
                 eval_samples=8,
@@ -249,6 +255,7 @@ def test_two_round_smoke_loop_through_the_http_api(tmp_path: Path) -> None:
     data_json: dict[str, Any] = json.loads((out / "report.json").read_text())
     rounds = data_json["rounds"]
     assert [r["round"] for r in rounds] == [0, 1, 2]
+    assert data_json["config"]["gold"] == "tests.test_sim_loop:good_words"
     assert not data_json["stopped_early"], data_json["stop_reason"]
     fields = set(RoundRecord.__dataclass_fields__)
     for r in rounds:
@@ -267,6 +274,9 @@ def test_two_round_smoke_loop_through_the_http_api(tmp_path: Path) -> None:
         assert set(t["summary"]) >= {"rm_accuracy", "win_rate", "kl_candidate"}
         assert set(r["wall_s"]) == set(PHASES)
         assert r["wall_s"]["vote"] > 0 and r["wall_s"]["train"] > 0
+        sim = r["simulation"]
+        assert 0 < sim["gold_decided"] <= sim["comparisons"]
+        assert 0.0 <= sim["gold_agreement"] <= 1.0 and 0.5 <= sim["accuracy_ceiling"] <= 1.0
         if t["status"] == "succeeded":
             assert r["candidate"] == t["policy_version"]
             assert r["candidate_status"] in ("canary", "serving", "retired", "failed")

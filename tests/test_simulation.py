@@ -358,6 +358,23 @@ def test_simulate_through_http_stores_exactly_what_it_reports(server: Any) -> No
     assert v0.replies == result.chats + 2 * result.comparisons
     assert (v0.thumbs_up, v0.thumbs_down) == (result.thumbs_up, result.thumbs_down)
     assert v0.wins == v0.losses == 0  # no other version to beat
+    # Agreement with gold, checked against the stored votes: only SHORT vs LONG pairs
+    # count (identical replies are ties), and there BT is sure, so the ceiling is exactly
+    # 1 - flip rate.
+    decided = [
+        c
+        for c in comparisons
+        if c.choice is not None
+        and c.choice.value in ("a", "b")
+        and texts[c.generation_a_id] != texts[c.generation_b_id]
+    ]
+    agreed = sum(
+        texts[c.generation_a_id if c.choice.value == "a" else c.generation_b_id] == SHORT
+        for c in decided
+    )
+    assert result.gold_decided == len(decided) > 0
+    assert result.gold_agreement == agreed / len(decided)
+    assert result.accuracy_ceiling == pytest.approx(0.75)
     assert result.to_dict()["per_version"]["v0"]["thumbs_up_rate"] == v0.thumbs_up_rate
 
 

@@ -8,6 +8,7 @@ a round killed mid-step must leave nothing registered and the next one must run 
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import signal
@@ -152,13 +153,17 @@ def test_a_round_learns_the_preference_and_publishes_a_candidate(
         s.get_one(PolicyVersion, v1.id).status = VersionStatus.SERVING
         s.get_one(PolicyVersion, v1.parent_id).status = VersionStatus.RETIRED
     seed(ctx.sessions, 60, seed=1)
-    third = train_once(ctx, config("evaluation.min_win_rate=0.0"))
+    third = train_once(ctx, config("evaluation.min_win_rate=0.0", "reward.warm_epochs=1"))
     assert third.status in (RunStatus.SUCCEEDED, RunStatus.REJECTED), third.reason
     with session_scope(ctx.sessions) as s:
         run = s.get_one(TrainingRun, third.run_id)
         v2 = s.scalars(select(PolicyVersion).where(PolicyVersion.name == "v2")).one()
         assert v2.parent_id == v1.id
     assert "reward model: warm-started from" in run.logs
+    # warm-started: one pass (reward.warm_epochs) instead of reward.epochs = 12
+    rm_fit = run.metrics["reward"]
+    per_epoch = max(math.ceil(rm_fit["train_pairs"] / 8), math.ceil(rm_fit["train_unpaired"] / 16))
+    assert rm_fit["train_steps"] == per_epoch
     assert "policy: rloo from v1 (its adapter)" in run.logs
     # v1 is trained away from v0, so its own KL to v0 is measured, not assumed 0.
     assert run.metrics["evaluation"]["kl_serving"] != 0.0

@@ -60,6 +60,9 @@ class RewardConfig:
     )
     learning_rate: float = opt(2e-4, "AdamW learning rate.")
     epochs: int = opt(2, "Passes over the training pairs.")
+    warm_epochs: int = opt(
+        0, "Passes when warm-started from the last round's RM (0: the same as epochs)."
+    )
     batch_size: int = opt(8, "Pairs per optimizer step.")
     max_length: int = opt(384, "Tokens per (prompt, reply); the prompt is cut from the left.")
     unpaired_weight: float = opt(
@@ -223,6 +226,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     for name in ("epochs", "batch_size", "max_length"):
         if getattr(cfg.reward, name) < 1:
             raise ConfigError(f"reward.{name} must be at least 1")
+    if cfg.reward.warm_epochs < 0:
+        raise ConfigError("reward.warm_epochs must be 0 (as epochs) or more")
     return cfg
 
 

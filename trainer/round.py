@@ -15,6 +15,7 @@ next round (`reap_orphans`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -182,8 +183,11 @@ def _phases(ctx: RoundContext, cfg: TrainConfig, rec: RunRecorder) -> RoundOutco
             f"{len(data.train_pairs)} (reward.replay_pairs is off)"
         )
     rm_pairs, check_pairs = _rm_split(train_pairs, cfg)
+    rm_cfg = cfg.reward
+    if warm and rm_cfg.warm_epochs > 0:
+        rm_cfg = dataclasses.replace(rm_cfg, epochs=rm_cfg.warm_epochs)
     fit = train_reward_model(
-        rm, rm_pairs, train_unpaired, cfg.reward, seed=cfg.seed, progress=rec.progress
+        rm, rm_pairs, train_unpaired, rm_cfg, seed=cfg.seed, progress=rec.progress
     )
     rm_metrics: dict[str, Any] = {
         **pair_metrics(rm, data.heldout_pairs, data.since),

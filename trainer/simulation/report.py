@@ -192,14 +192,15 @@ def summary_markdown(data: dict[str, Any]) -> str:
         f"{cfg.get('eval_samples')} held-out prompts, promote `{cfg.get('promote')}`, "
         f"seed {cfg.get('seed')}; {_fmt(data.get('elapsed_s'), 0)} s in all.",
         "",
-        "| round | serving | canary | votes | run | status | RM acc | win rate (RM) "
+        "| round | serving | canary | votes | run | status | RM acc | ceiling | win rate (RM) "
         "| KL cand. | gold serving | gold v0 | gold win rate | words | wall s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in data.get("rounds", []):
         t = r.get("training") or {}
         s = t.get("summary") or {}
         e = r.get("evaluation") or {}
+        sim = r.get("simulation") or {}
         wall = sum(v for v in (r.get("wall_s") or {}).values() if isinstance(v, int | float))
         lines.append(
             "| "
@@ -212,6 +213,7 @@ def summary_markdown(data: dict[str, Any]) -> str:
                     _fmt(t.get("run_id")),
                     f"{_fmt(t.get('status'))}" + (f" ({t['reason']})" if t.get("reason") else ""),
                     _fmt(s.get("rm_accuracy")),
+                    _fmt(sim.get("accuracy_ceiling")),
                     _fmt(s.get("win_rate")),
                     _fmt(s.get("kl_candidate")),
                     _fmt(e.get("gold_serving")),
@@ -224,6 +226,10 @@ def summary_markdown(data: dict[str, Any]) -> str:
             + " |"
         )
     lines += [
+        "",
+        "ceiling: the accuracy a reward model that knew the gold exactly would expect on the "
+        "round's comparison votes (1 - flip rate on clearly different replies, nearer 0.5 "
+        "on close ones).",
         "",
         f"Promoted: {', '.join(totals.get('promoted') or []) or 'none'}; "
         f"retired: {', '.join(totals.get('retired') or []) or 'none'}; "

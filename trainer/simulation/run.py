@@ -86,6 +86,11 @@ class SimulationResult:
     comparisons: int = 0  # comparisons created (voted or not)
     comparison_votes: dict[str, int] = field(default_factory=lambda: {"a": 0, "b": 0, "tie": 0})
     flipped: int = 0  # comparison votes the user's label noise flipped
+    # Non-tie comparison votes on replies of different gold: how many picked the gold
+    # winner, and the sum of each vote's probability of doing so (expected_agreement).
+    gold_decided: int = 0
+    gold_agreed: int = 0
+    agree_expected_sum: float = 0.0
     errors: int = 0  # failed attempts
     error_kinds: Counter[str] = field(default_factory=Counter)
     retries: Counter[str] = field(default_factory=Counter)  # waited-out 429 / 503 / connect
@@ -101,6 +106,17 @@ class SimulationResult:
     def voted_comparisons(self) -> int:
         return sum(self.comparison_votes.values())
 
+    @property
+    def gold_agreement(self) -> float | None:
+        """Share of the comparison votes that picked the gold winner."""
+        return self.gold_agreed / self.gold_decided if self.gold_decided else None
+
+    @property
+    def accuracy_ceiling(self) -> float | None:
+        """The accuracy a reward model that knew the gold exactly would expect on these
+        votes: 1 - flip_rate on clearly different pairs, nearer 0.5 on close ones."""
+        return self.agree_expected_sum / self.gold_decided if self.gold_decided else None
+
     def version(self, name: str) -> VersionStats:
         return self.per_version.setdefault(name, VersionStats())
 
@@ -114,6 +130,9 @@ class SimulationResult:
             "comparisons": self.comparisons,
             "comparison_votes": dict(self.comparison_votes),
             "flipped": self.flipped,
+            "gold_decided": self.gold_decided,
+            "gold_agreement": self.gold_agreement,
+            "accuracy_ceiling": self.accuracy_ceiling,
             "errors": self.errors,
             "error_kinds": dict(self.error_kinds),
             "retries": dict(self.retries),
@@ -193,6 +212,10 @@ async def _comparison_vote(
     va, vb = await client.vote(cmp.id, verdict.choice, verdict.reason)
     result.comparison_votes[verdict.choice] += 1
     result.flipped += verdict.flipped
+    if verdict.choice != "tie" and verdict.gold_a != verdict.gold_b:
+        result.gold_decided += 1
+        result.gold_agreed += (verdict.choice == "a") == (verdict.gold_a > verdict.gold_b)
+        result.agree_expected_sum += user.expected_agreement(verdict.gold_a, verdict.gold_b)
     for version, gold in ((va, verdict.gold_a), (vb, verdict.gold_b)):
         stats = result.version(version or "?")
         stats.replies += 1
