@@ -83,7 +83,7 @@ class Trained:
 @pytest.fixture(scope="module")
 def trained(tiny_model_dir: Path) -> Trained:
     rm, note = RewardModel.create(tiny_model_dir, CFG, None, seed=0)
-    assert note == "fresh (no previous reward model)"
+    assert note == "fresh (no previous reward model)" and not rm.warm_started
     before = _params(rm)
     reports: list[tuple[int, int, dict[str, float]]] = []
     fit = train_reward_model(
@@ -261,7 +261,7 @@ def test_warm_start_continues_from_the_saved_model(
     trained: Trained, saved: Path, tiny_model_dir: Path
 ) -> None:
     rm, note = RewardModel.create(tiny_model_dir, CFG, saved, seed=7)
-    assert note == f"warm-started from {saved}"
+    assert note == f"warm-started from {saved}" and rm.warm_started
     expected = _scores(trained.rm, trained.heldout)
     assert _scores(rm, trained.heldout) == pytest.approx(expected, abs=1e-5)
     # and it trains on: LoRA and head are trainable again
@@ -333,6 +333,7 @@ def test_broken_previous_falls_back_to_fresh(
             f"fresh: previous reward model at {previous} could not be loaded ("
         ), what
         assert len(note) < 500, what
+        assert not rm.warm_started, what
         assert _scores(rm, trained.heldout[:8]) == pytest.approx(fresh, abs=1e-6), what
 
 

@@ -114,6 +114,7 @@ class RewardModel:
         self.base_dir = base_dir
         self.max_length = max_length
         self.pad_id: int = int(model.config.pad_token_id)
+        self.warm_started = False  # continued from the last round's RM (set by `create`)
 
     # -- construction ------------------------------------------------------------------
 
@@ -187,6 +188,7 @@ class RewardModel:
                 error = error[: _NOTE_ERROR_CHARS - 3] + "..."
             note = f"fresh: previous reward model at {previous} could not be loaded ({error})"
             return cls.fresh(base_dir, cfg, seed), note
+        rm.warm_started = True
         return rm, f"warm-started from {previous}"
 
     @classmethod
@@ -338,6 +340,7 @@ def train_reward_model(
     `cfg.unpaired_weight` > 0) are spread over the same steps, at most 2 * batch_size a step
     (more steps when there are many). One forward pass per step carries chosen, rejected
     and unpaired replies together. Dropout is seeded with `seed` (torch's global RNG).
+    `cfg.epochs` passes, or `cfg.warm_epochs` when the RM was warm-started and that is set.
     """
     import torch
     import torch.nn.functional as F
@@ -346,7 +349,8 @@ def train_reward_model(
     n_p, n_u = len(pairs), len(use_unpaired)
     batch = max(1, cfg.batch_size)
     per_epoch = max(math.ceil(n_p / batch), math.ceil(n_u / (2 * batch)))
-    total = per_epoch * max(0, cfg.epochs)
+    epochs = cfg.warm_epochs if rm.warm_started and cfg.warm_epochs > 0 else cfg.epochs
+    total = per_epoch * max(0, epochs)
     started = time.monotonic()
     if total == 0:
         rm.model.eval()
@@ -384,7 +388,7 @@ def train_reward_model(
     accs: list[float] = []
     step = 0
     try:
-        for _ in range(cfg.epochs):
+        for _ in range(epochs):
             # Pairs batch by length (a pair's loss compares its own two replies); thumbs
             # do not: sorted, a batch's labels would follow its length.
             p_chunks = _chunks(pair_lengths, per_epoch, rng, LENGTH_WINDOW)
@@ -431,7 +435,7 @@ def train_reward_model(
         "seconds": seconds,
         "pairs": float(n_p),
         "unpaired": float(n_u),
-        "pairs_per_second": n_p * cfg.epochs / seconds if seconds > 0 else 0.0,
+        "pairs_per_second": n_p * epochs / seconds if seconds > 0 else 0.0,
     }
     if accs:
         tail = accs[-few:]

@@ -15,7 +15,6 @@ next round (`reap_orphans`).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -175,19 +174,15 @@ def _phases(ctx: RoundContext, cfg: TrainConfig, rec: RunRecorder) -> RoundOutco
     rec.phase("reward")
     rm, note = RewardModel.create(base_dir, cfg.reward, previous_rm, seed=cfg.seed)
     rec.log(f"reward model: {note}")
-    warm = note.startswith("warm-started")
-    train_pairs, train_unpaired = rm_training_data(data, cfg, warm)
+    train_pairs, train_unpaired = rm_training_data(data, cfg, rm.warm_started)
     if len(train_pairs) < len(data.train_pairs):
         rec.log(
             f"reward model trains on the {len(train_pairs)} new pairs of "
             f"{len(data.train_pairs)} (reward.replay_pairs is off)"
         )
     rm_pairs, check_pairs = _rm_split(train_pairs, cfg)
-    rm_cfg = cfg.reward
-    if warm and rm_cfg.warm_epochs > 0:
-        rm_cfg = dataclasses.replace(rm_cfg, epochs=rm_cfg.warm_epochs)
     fit = train_reward_model(
-        rm, rm_pairs, train_unpaired, rm_cfg, seed=cfg.seed, progress=rec.progress
+        rm, rm_pairs, train_unpaired, cfg.reward, seed=cfg.seed, progress=rec.progress
     )
     rm_metrics: dict[str, Any] = {
         **pair_metrics(rm, data.heldout_pairs, data.since),
