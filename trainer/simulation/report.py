@@ -45,6 +45,22 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _legend_both(ax: Any, ax2: Any) -> None:
+    """One legend for a plot with a second y axis."""
+    handles, labels = ax.get_legend_handles_labels()
+    handles2, labels2 = ax2.get_legend_handles_labels()
+    ax.legend(handles + handles2, labels + labels2, loc="best", fontsize=8)
+
+
+def _save(fig: Any, ax: Any, title: str, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def _plot_win_rate(data: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
@@ -78,13 +94,8 @@ def _plot_win_rate(data: dict[str, Any], path: Path) -> None:
         label="RM reward, serving",
     )
     ax2.set_ylabel("mean reward-model reward (proxy; its own RM each round)")
-    lines = ax.get_legend_handles_labels()
-    lines2 = ax2.get_legend_handles_labels()
-    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="best", fontsize=8)
-    ax.set_title("Gold win rate and proxy reward per round")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _legend_both(ax, ax2)
+    _save(fig, ax, "Gold win rate and proxy reward per round", path)
 
 
 def _plot_kl_gold(data: dict[str, Any], path: Path) -> None:
@@ -107,13 +118,8 @@ def _plot_kl_gold(data: dict[str, Any], path: Path) -> None:
     rc = [_num(_get(r, "training", "reward_candidate")) for r in rounds]
     ax2.plot(kc, rc, "s--", color="tab:orange", label="proxy reward (candidate)")
     ax2.set_ylabel("mean RM reward (proxy)")
-    lines = ax.get_legend_handles_labels()
-    lines2 = ax2.get_legend_handles_labels()
-    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="best", fontsize=8)
-    ax.set_title("Gold and proxy reward against sqrt(KL)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _legend_both(ax, ax2)
+    _save(fig, ax, "Gold and proxy reward against sqrt(KL)", path)
 
 
 def _sqrt(x: Any) -> float | None:
@@ -139,10 +145,7 @@ def _plot_thumbs(data: dict[str, Any], path: Path) -> None:
     ax.set_ylim(0, 1)
     ax.set_xlabel("policy version")
     ax.set_ylabel("thumbs-up rate (95% Wilson interval)")
-    ax.set_title("Live thumbs-up rate per version (simulated users, all rounds)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, ax, "Live thumbs-up rate per version (simulated users, all rounds)", path)
 
 
 def _version_order(names: Any) -> list[str]:
@@ -167,10 +170,7 @@ def _plot_wall(data: dict[str, Any], path: Path) -> None:
     ax.set_xlabel("round (0 = baseline)")
     ax.set_ylabel("wall time, s")
     ax.legend(fontsize=8)
-    ax.set_title("Wall time per phase per round")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, ax, "Wall time per phase per round", path)
 
 
 def _fmt(x: Any, digits: int = 3) -> str:
