@@ -286,6 +286,51 @@ def test_online_dpo_pairs_best_and_worst_past_the_margin() -> None:
     assert best_worst_pairs(scores, 3, 0.0) == [(1, 0), (4, 3)]  # all equal: no pair
 
 
+def test_online_dpo_nll_term_is_the_chosen_mean_token_nll(tiny_model_dir: Path) -> None:
+    from trainer.policy.common import collect
+    from trainer.policy.online_dpo import OnlineDPOLearner, best_worst_pairs
+
+    def longer(prompts: Sequence[Messages], texts: Sequence[str]) -> list[float]:
+        return [float(len(t)) for t in texts]
+
+    def chosen_logp(model: Any, samples: list[Sample]) -> float:
+        with torch.no_grad():
+            return sum(float(lp.mean()) for lp in completion_logprobs(model, samples)) / len(
+                samples
+            )
+
+    def first_step(weight: float) -> tuple[dict[str, float], float, float]:
+        cfg = PolicyConfig(
+            lora_r=4,
+            lora_alpha=8,
+            samples_per_prompt=2,
+            max_new_tokens=6,
+            dpo_min_margin=0.0,
+            dpo_nll_weight=weight,
+            learning_rate=1e-2,
+        )
+        model, tok = load_policy(tiny_model_dir, None, cfg)
+        rollout = collect(model, tok, PROMPTS[:2], longer, cfg, seed=3)
+        pairs = best_worst_pairs(rollout.score(), rollout.group, 0.0)
+        chosen = [rollout.samples[c] for c, _ in pairs]
+        before = chosen_logp(model, chosen)
+        model.train()
+        metrics, stepped = next(iter(OnlineDPOLearner(model, cfg).update(rollout)))
+        model.eval()
+        assert stepped and metrics["pairs"] == len(pairs) > 0
+        return metrics, before, chosen_logp(model, chosen)
+
+    plain, _, _ = first_step(0.0)
+    rpo, before, after = first_step(1.0)
+    # At the first step the policy is v0: the DPO part is log 2 and the chosen NLL is the
+    # mean per-token NLL of the chosen replies, measured here independently.
+    assert plain["loss"] == pytest.approx(math.log(2), abs=1e-6)
+    assert rpo["chosen_nll"] == pytest.approx(-before, rel=1e-4)
+    assert rpo["loss"] == pytest.approx(math.log(2) + rpo["chosen_nll"], rel=1e-4)
+    # The step makes the chosen replies more likely.
+    assert after > before
+
+
 # --- sampling ---------------------------------------------------------------------------
 
 

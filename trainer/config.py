@@ -111,6 +111,12 @@ class PolicyConfig:
     dpo_min_margin: float = opt(
         0.5, "Online DPO: skip a prompt whose best and worst RM scores differ by less."
     )
+    dpo_nll_weight: float = opt(
+        0.0,
+        "Online DPO: weight of the chosen reply's per-token negative log-likelihood added to "
+        "the loss (RPO, Pang et al. 2024); it keeps the chosen reply from losing likelihood "
+        "along with the rejected one. 0: plain DPO.",
+    )
     max_grad_norm: float = opt(1.0, "Gradient clipping.")
     micro_batch_size: int = opt(
         4,

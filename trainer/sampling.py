@@ -160,7 +160,7 @@ def sample(
     max_new_tokens: int,
     temperature: float,
     top_p: float = 1.0,
-    batch_size: int = 16,
+    batch_size: int = 32,
     seed: int = 0,
     max_prompt_tokens: int = 768,
     progress: ProgressFn = no_progress,

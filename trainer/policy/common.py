@@ -38,7 +38,7 @@ from trainer.sampling import (
 # Reward model scores for (prompt, reply) pairs, one float per pair.
 RewardFn = Callable[[Sequence[Messages], Sequence[str]], list[float]]
 
-SAMPLE_BATCH = 16  # rows per generation batch
+SAMPLE_BATCH = 32  # rows per generation batch: on CPU a wider batch decodes more tokens/s
 SCORE_BATCH = 8  # rows per no-grad log-prob pass
 
 

@@ -11,6 +11,13 @@ RM noise). Loss over the batch's pairs:
 The reference is v0 (the adapter disabled), not the adapter training started from, so the
 implicit KL stays anchored to the base model across rounds. A batch with no pair takes no
 step. `epochs` steps per batch reuse its pairs.
+
+With `dpo_nll_weight` = alpha > 0 the loss also carries alpha times the chosen reply's
+mean per-token negative log-likelihood under the policy (RPO: Pang et al. 2024, "Iterative
+Reasoning Preference Optimization"). Plain DPO can widen the margin by pushing both replies
+down; the NLL term makes it raise the chosen one, which is a sampled reply of the policy
+itself, so the term pulls towards the policy's own best-of-k (as rejection-sampling
+fine-tuning does) rather than towards anything off-policy.
 """
 
 from __future__ import annotations
@@ -64,7 +71,7 @@ class OnlineDPOLearner:
         ref = [float(t.sum()) for t in rollout.ref_logp]
         per_pass = max(1, cfg.micro_batch_size // 2)  # two replies per pair
         for _ in range(self.steps_per_batch):
-            total = margin_sum = correct = 0.0
+            total = margin_sum = correct = nll_sum = 0.0
             for chunk in micro_batches(range(len(pairs)), per_pass):
                 chosen = [pairs[j][0] for j in chunk]
                 rejected = [pairs[j][1] for j in chunk]
@@ -77,11 +84,15 @@ class OnlineDPOLearner:
                 ref_c = torch.tensor([ref[i] for i in chosen])
                 ref_r = torch.tensor([ref[i] for i in rejected])
                 margin = (seq[: len(chunk)] - ref_c) - (seq[len(chunk) :] - ref_r)
+                nll = torch.stack([-lp.sum() / max(1, lp.numel()) for lp in logps[: len(chunk)]])
                 loss = -F.logsigmoid(cfg.dpo_beta * margin).sum() / len(pairs)
+                if cfg.dpo_nll_weight > 0:
+                    loss = loss + cfg.dpo_nll_weight * nll.sum() / len(pairs)
                 loss.backward()  # type: ignore[no-untyped-call]
                 total += float(loss.detach())
                 margin_sum += float(margin.detach().sum())
                 correct += float((margin.detach() > 0).float().sum())
+                nll_sum += float(nll.detach().sum())
             norm = optimizer_step(self.optimizer, self.params, cfg)
             yield (
                 {
@@ -89,6 +100,7 @@ class OnlineDPOLearner:
                     "pairs": float(len(pairs)),
                     "dpo_margin": margin_sum / len(pairs),
                     "dpo_accuracy": correct / len(pairs),
+                    "chosen_nll": nll_sum / len(pairs),
                     "grad_norm": norm,
                 },
                 True,
