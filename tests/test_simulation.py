@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 
 from service.chat.engines.base import Delta, Sampling
 from service.cli import main
-from service.db.models import ApiKey, Comparison, Generation, Rating, User, UserKind
+from service.db.models import ApiKey, Comparison, Generation, Rating, TrainingRun, User, UserKind
 from service.feedback import reasons as tags
 from service.settings import Settings
 from tests.conftest import ADMIN_TOKEN
@@ -273,17 +274,19 @@ class TwoReplyEngine(FakeEngine):
     """FakeEngine that answers with a short or a long reply, at random (seeded), and
     fails every `fail_every`-th request if asked to."""
 
-    def __init__(self, fail_every: int = 0) -> None:
+    def __init__(self, fail_every: int = 0, dead_after: int | None = None) -> None:
         super().__init__(SHORT)
         self.rng = random.Random(7)
         self.fail_every = fail_every
+        self.dead_after = dead_after  # every request after this many fails (a dead engine)
         self.requests = 0
 
     async def generate(
         self, version: str, prompt_ids: list[int], sampling: Sampling, request_id: str
     ) -> AsyncIterator[Delta]:
         self.requests += 1
-        if self.fail_every and self.requests % self.fail_every == 0:
+        dead = self.dead_after is not None and self.requests > self.dead_after
+        if dead or (self.fail_every and self.requests % self.fail_every == 0):
             raise RuntimeError("scripted engine failure")
         self.reply = self.rng.choice([SHORT, LONG])  # read before the first await
         async for d in super().generate(version, prompt_ids, sampling, request_id):
@@ -294,7 +297,9 @@ class TwoReplyEngine(FakeEngine):
 def server(tmp_path: Path, tiny_model_dir: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
     db_url = f"sqlite:///{tmp_path}/sim.db"
     extra: dict[str, Any] = dict(getattr(request, "param", {}))
-    engine = TwoReplyEngine(fail_every=extra.pop("fail_every", 0))
+    engine = TwoReplyEngine(
+        fail_every=extra.pop("fail_every", 0), dead_after=extra.pop("dead_after", None)
+    )
     settings = Settings(
         data_dir=tmp_path / "data",
         database_url=db_url,
@@ -388,6 +393,57 @@ def test_failed_requests_are_counted_and_replaced_not_fatal(server: Any) -> None
     assert count(db, Rating) == result.ratings
     assert count(db, Comparison, Comparison.choice.is_not(None)) == result.voted_comparisons
     assert result.ratings + result.voted_comparisons == 20
+
+
+@pytest.mark.parametrize("server", [{"dead_after": 3}], indirect=True)
+def test_the_loop_stops_when_the_votes_do_and_trains_on_nothing(
+    server: Any, tmp_path: Path
+) -> None:
+    from trainer.simulation.loop import run_loop
+
+    base, db = server
+    lines: list[str] = []
+    report = run_loop(
+        base,
+        ADMIN_TOKEN,
+        rounds=3,
+        votes_per_round=20,
+        gold=concise,
+        eval_samples=3,  # the baseline's 3 replies are the engine's last good ones
+        users=2,
+        out_dir=tmp_path / "report",
+        progress=lines.append,
+    )
+    assert report.stopped_early
+    assert report.stop_reason is not None
+    # at least the error budget (10) failed; requests in flight may add a few
+    reason = re.fullmatch(
+        r"round 1: votes stopped at 0/20 after (\d+) failed requests \((.*)\)", report.stop_reason
+    )
+    assert reason is not None and int(reason[1]) >= 10, report.stop_reason
+    assert "500 engine_error" in reason[2]
+    assert [r.round for r in report.rounds] == [0, 1]
+    assert count(db, TrainingRun) == 0  # no round was queued on no votes
+    assert "Stopped early: round 1" in (tmp_path / "report" / "report.md").read_text()
+    assert not any("training run" in line for line in lines)
+
+
+@pytest.mark.parametrize("server", [{"dead_after": 0}], indirect=True)
+def test_the_loop_refuses_to_start_without_a_baseline(server: Any) -> None:
+    from trainer.simulation.loop import LoopError, run_loop
+
+    base, db = server
+    with pytest.raises(LoopError, match="v0 answered none of the 3 held-out prompts"):
+        run_loop(
+            base,
+            ADMIN_TOKEN,
+            rounds=1,
+            votes_per_round=5,
+            gold=concise,
+            eval_samples=3,
+            write=False,
+        )
+    assert count(db, Rating) == 0
 
 
 def test_no_server_is_a_clear_error() -> None:

@@ -563,6 +563,11 @@ def run_loop(
                 admin_token=admin_token,
             )
         )
+        if not baseline:  # every reply failed: no baseline to measure any round against
+            raise LoopError(
+                f"{BASELINE} answered none of the {len(prompts)} held-out prompts "
+                f"({errors} errors); is the server's engine up (GET /readyz)?"
+            )
         base_gold = [s.gold for s in baseline.values()]
         base_words = [float(len(s.text.split())) for s in baseline.values()]
         rec.evaluation = Evaluation(
@@ -615,6 +620,17 @@ def run_loop(
             rec.simulation = result.to_dict()
             rec.simulation["config"]["gold"] = report.config["gold"]
             rec.votes_recorded = result.votes
+            if result.stopped_early:  # the server keeps failing: training on nothing is no round
+                kinds = ", ".join(f"{n} x {k}" for k, n in sorted(result.error_kinds.items()))
+                report.stopped_early = True
+                report.stop_reason = (
+                    f"round {r}: votes stopped at {result.votes}/{votes_per_round} after "
+                    f"{result.errors} failed requests ({kinds})"
+                )
+                rec.why("evaluation", "the round's votes stopped early; no training, no evaluation")
+                report.rounds.append(rec)
+                say(report.stop_reason)
+                break
             rec.thumbs = thumbs_table(result.per_version)
             try:
                 rec.server_ratings = list(op.ratings().get("ratings") or [])

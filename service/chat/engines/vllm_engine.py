@@ -52,6 +52,10 @@ class VllmOptions:
     memory_utilization: float = 0.15  # share of RAM (CPU) or GPU memory, when kv_cache_gib is None
     enforce_eager: bool = True  # 27 s load instead of 135 s on the 2-core CPU boxes
     max_model_len: int = 2048
+    # Chunked prefill off: vLLM 0.32 on CPU kills its engine when a seeded request is cut
+    # mid-prefill ("CPU Generator does not use offset" when it rewinds the request's
+    # generator), which 64 seeded requests at once did. Off, a prompt is prefilled whole.
+    chunked_prefill: bool = False
     dtype: str = "bfloat16"
     enable_lora: bool = False
     max_lora_rank: int = 32  # relative adapters are rank r1 + r2 (16 + 16)
@@ -130,6 +134,9 @@ class VllmEngine:
                 None if o.kv_cache_gib is None else int(o.kv_cache_gib * 1024**3)
             ),
             max_model_len=o.max_model_len,
+            enable_chunked_prefill=o.chunked_prefill,
+            # without chunking, the step's token budget must hold the longest prompt
+            max_num_batched_tokens=None if o.chunked_prefill else max(2048, o.max_model_len),
             enable_lora=o.enable_lora,
             max_lora_rank=o.max_lora_rank,  # type: ignore[arg-type]
             max_loras=o.max_loras,
@@ -314,6 +321,7 @@ class VllmEngine:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
         from vllm.sampling_params import RequestOutputKind
+        from vllm.v1.engine.exceptions import EngineDeadError
 
         if not self._ready:
             raise EngineError("engine is not ready")
@@ -345,6 +353,9 @@ class VllmEngine:
                     if finish == "abort":
                         raise EngineError("the engine aborted the request")
                     yield Delta(o.text, len(o.token_ids), finish)
+        except EngineDeadError as e:
+            self._ready = False  # /readyz says so; every later request gets EngineError
+            raise EngineError(f"the vLLM engine stopped: {e}") from e
         finally:
             self._slots.leave()
 
