@@ -49,6 +49,7 @@ def test_config_file_then_overrides(tmp_path: Path) -> None:
         ("reward.epochs=two", "reward.epochs: expected int"),
         ("reward.warm_start=maybe", "expected true or false"),
         ("data.heldout_fraction=1.5", "heldout_fraction must be between"),
+        ("policy.dpo_nll_weight=-1", "dpo_nll_weight must be 0"),
         ("policy", "expected section.field=value"),
         ("a.b.c=1", "expected section.field=value"),
     ],

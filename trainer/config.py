@@ -232,6 +232,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     for name in ("epochs", "batch_size", "max_length"):
         if getattr(cfg.reward, name) < 1:
             raise ConfigError(f"reward.{name} must be at least 1")
+    if cfg.policy.dpo_nll_weight < 0:
+        raise ConfigError("policy.dpo_nll_weight must be 0 (off) or more")
     if cfg.reward.warm_epochs < 0:
         raise ConfigError("reward.warm_epochs must be 0 (as epochs) or more")
     return cfg
