@@ -172,6 +172,7 @@ TRAIN_SET = [
     "evaluation.samples_per_prompt=2",
     "evaluation.min_win_rate=0.0",
     "evaluation.max_length_ratio=100",
+    "evaluation.min_length_ratio=0.01",
 ]
 VOTES = 48
 

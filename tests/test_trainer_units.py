@@ -50,6 +50,9 @@ def test_config_file_then_overrides(tmp_path: Path) -> None:
         ("reward.warm_start=maybe", "expected true or false"),
         ("data.heldout_fraction=1.5", "heldout_fraction must be between"),
         ("policy.dpo_nll_weight=-1", "dpo_nll_weight must be 0"),
+        ("evaluation.min_length_ratio=0", "min_length_ratio must be in"),
+        ("evaluation.min_length_ratio=1.5", "min_length_ratio must be in"),
+        ("evaluation.max_length_ratio=0.5", "max_length_ratio at least 1"),
         ("policy", "expected section.field=value"),
         ("a.b.c=1", "expected section.field=value"),
     ],
@@ -151,6 +154,18 @@ def test_lock_of_a_killed_process_does_not_block(tmp_path: Path) -> None:
 def test_gate_passes_a_winner_inside_budget() -> None:
     assert gate(EvalSummary(0.6, 3.0, 1.1, 32), EvalConfig()) == []
     assert gate(EvalSummary(0.55, 6.0, 0.5, 32), EvalConfig()) == []  # bounds are inclusive
+
+
+
+def test_gate_length_bounds_are_set_apart() -> None:
+    # Where users may want shorter replies, the shrink bound is lowered on its own: a
+    # candidate 0.3x as long passes, one 2.5x as long is still refused.
+    cfg = EvalConfig(min_length_ratio=0.25)
+    assert gate(EvalSummary(0.9, 4.0, 0.3, 32), cfg) == []
+    [reason] = gate(EvalSummary(0.9, 4.0, 0.2, 32), cfg)
+    assert "outside [0.25, 2.00]" in reason
+    [reason] = gate(EvalSummary(0.9, 4.0, 2.5, 32), cfg)
+    assert "factor of 2.50" in reason
 
 
 @pytest.mark.parametrize(

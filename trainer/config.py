@@ -135,8 +135,13 @@ class EvalConfig:
     max_kl: float = opt(6.0, "Gate: KL(candidate || v0) per reply, nats, must stay within this.")
     max_length_ratio: float = opt(
         2.0,
-        "Gate: mean reply length of candidate / serving must stay within [1/x, x] "
-        "(length is the first thing an RM learns).",
+        "Gate: mean reply length of candidate / serving must stay at or below x (length is "
+        "the first thing an RM learns, and an RM's bias runs to longer replies).",
+    )
+    min_length_ratio: float = opt(
+        0.5,
+        "Gate: ... and at or above this. Lower it where users may want shorter replies: the "
+        "canary's live votes then judge a much shorter candidate.",
     )
 
 
@@ -234,6 +239,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             raise ConfigError(f"reward.{name} must be at least 1")
     if cfg.policy.dpo_nll_weight < 0:
         raise ConfigError("policy.dpo_nll_weight must be 0 (off) or more")
+    if not 0.0 < cfg.evaluation.min_length_ratio <= 1.0 <= cfg.evaluation.max_length_ratio:
+        raise ConfigError(
+            "evaluation.min_length_ratio must be in (0, 1] and max_length_ratio at least 1"
+        )
     if cfg.reward.warm_epochs < 0:
         raise ConfigError("reward.warm_epochs must be 0 (as epochs) or more")
     return cfg

@@ -32,10 +32,10 @@ def gate(summary: EvalSummary, cfg: EvalConfig) -> list[str]:
             f"KL to the reference {summary.kl:.2f} nats exceeds the budget of "
             f"{cfg.max_kl:.2f} (evaluation.max_kl)"
         )
-    low, high = 1.0 / cfg.max_length_ratio, cfg.max_length_ratio
+    low, high = cfg.min_length_ratio, cfg.max_length_ratio
     if not low <= summary.length_ratio <= high:
         reasons.append(
             f"mean reply length changed by a factor of {summary.length_ratio:.2f}, outside "
-            f"[{low:.2f}, {high:.2f}] (evaluation.max_length_ratio)"
+            f"[{low:.2f}, {high:.2f}] (evaluation.min_length_ratio, max_length_ratio)"
         )
     return reasons
