@@ -156,7 +156,6 @@ def test_gate_passes_a_winner_inside_budget() -> None:
     assert gate(EvalSummary(0.55, 6.0, 0.5, 32), EvalConfig()) == []  # bounds are inclusive
 
 
-
 def test_gate_length_bounds_are_set_apart() -> None:
     # Where users may want shorter replies, the shrink bound is lowered on its own: a
     # candidate 0.3x as long passes, one 2.5x as long is still refused.
