@@ -28,6 +28,7 @@ import torch
 from trainer.config import PolicyConfig
 from trainer.records import Messages, ProgressFn, no_progress
 from trainer.sampling import (
+    SAMPLE_BATCH,
     Sample,
     completion_logprobs,
     completion_states,
@@ -38,7 +39,6 @@ from trainer.sampling import (
 # Reward model scores for (prompt, reply) pairs, one float per pair.
 RewardFn = Callable[[Sequence[Messages], Sequence[str]], list[float]]
 
-SAMPLE_BATCH = 32  # rows per generation batch: on CPU a wider batch decodes more tokens/s
 SCORE_BATCH = 8  # rows per no-grad log-prob pass
 
 
