@@ -546,3 +546,41 @@ def test_warm_start_trains_on_and_keeps_v0_as_reference(
     assert abs(res.history[0]["loss"] - math.log(2)) > 1e-3
     after = lora_params(model)
     assert all(not torch.equal(after[n], before[n]) for n in before)
+
+
+def test_kl_step_ends_the_round_once_the_policy_has_moved_that_far(
+    rloo: Trained, sharp_model_dir: Path, tmp_path: Path
+) -> None:
+    from dataclasses import replace
+
+    from trainer.policy.common import StartPoint, collect
+
+    cfg = fast_cfg("rloo", prompts_per_round=6, kl_step=1e-3)
+    # Warm-started, the policy is far from v0 but has not moved from where the round
+    # starts; measuring swaps the start weights in and puts the trained ones back.
+    save_adapter(rloo.model, tmp_path / "v1", rloo.tokenizer)
+    warm, tok = load_policy(sharp_model_dir, tmp_path / "v1", cfg)
+    start, before = StartPoint(warm), lora_params(warm)
+    rollout = collect(warm, tok, PROMPTS[:2], DirectionReward(warm, tok), cfg, seed=1)
+    assert rollout.metrics()["kl_mean"] > 0.5
+    assert start.kl(rollout) == pytest.approx(0.0, abs=1e-5)
+    for name, value in lora_params(warm).items():
+        assert torch.equal(value, before[name])
+
+    def train(kl_step: float) -> PolicyResult:
+        model, tok = load_policy(sharp_model_dir, None, cfg)
+        return train_policy(
+            model, tok, PROMPTS, DirectionReward(model, tok), replace(cfg, kl_step=kl_step), seed=2
+        )
+
+    res = train(cfg.kl_step)
+    assert res.stopped is not None and res.stopped.startswith("before batch 2 of 3")
+    assert res.steps == 1 and res.rollouts == 2 * 2 * 8  # two batches sampled, one trained
+    last = res.history[-1]
+    assert last["stepped"] == 0.0 and last["kl_moved"] == res.kl_moved
+    assert res.kl_moved is not None and res.kl_moved >= cfg.kl_step
+    # A new adapter starts at v0, so the distance moved is the KL to v0 of the same replies.
+    assert res.kl_moved == pytest.approx(last["kl_mean"], rel=1e-4, abs=1e-6)
+
+    off = train(0.0)
+    assert off.steps == 3 and off.stopped is None and off.kl_moved is None

@@ -50,6 +50,7 @@ def test_config_file_then_overrides(tmp_path: Path) -> None:
         ("reward.warm_start=maybe", "expected true or false"),
         ("data.heldout_fraction=1.5", "heldout_fraction must be between"),
         ("policy.dpo_nll_weight=-1", "dpo_nll_weight must be 0"),
+        ("policy.kl_step=-0.5", "kl_step must be 0"),
         ("evaluation.min_length_ratio=0", "min_length_ratio must be in"),
         ("evaluation.min_length_ratio=1.5", "min_length_ratio must be in"),
         ("evaluation.max_length_ratio=0.5", "max_length_ratio at least 1"),

@@ -117,6 +117,12 @@ class PolicyConfig:
         "the loss (RPO, Pang et al. 2024); it keeps the chosen reply from losing likelihood "
         "along with the rejected one. 0: plain DPO.",
     )
+    kl_step: float = opt(
+        0.0,
+        "Trust region per round: stop taking steps once a rollout batch measures the "
+        "policy's KL to where this round started (the serving adapter) at this many nats "
+        "per reply or more; the candidate is the policy that batch measured. 0: off.",
+    )
     max_grad_norm: float = opt(1.0, "Gradient clipping.")
     micro_batch_size: int = opt(
         4,
@@ -239,6 +245,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             raise ConfigError(f"reward.{name} must be at least 1")
     if cfg.policy.dpo_nll_weight < 0:
         raise ConfigError("policy.dpo_nll_weight must be 0 (off) or more")
+    if cfg.policy.kl_step < 0:
+        raise ConfigError("policy.kl_step must be 0 (off) or more")
     if not 0.0 < cfg.evaluation.min_length_ratio <= 1.0 <= cfg.evaluation.max_length_ratio:
         raise ConfigError(
             "evaluation.min_length_ratio must be in (0, 1] and max_length_ratio at least 1"

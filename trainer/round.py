@@ -238,7 +238,14 @@ def _phases(ctx: RoundContext, cfg: TrainConfig, rec: RunRecorder) -> RoundOutco
         seed=cfg.seed,
         progress=rec.progress,
     )
-    rec.metrics["policy"] = {"steps": result.steps, "rollouts": result.rollouts}
+    rec.metrics["policy"] = {
+        "steps": result.steps,
+        "rollouts": result.rollouts,
+        "kl_moved": result.kl_moved,
+        "stopped": result.stopped,
+    }
+    if result.stopped:
+        rec.log(f"policy: stopped {result.stopped}")
 
     # -- evaluation --------------------------------------------------------------------
     rec.phase("evaluate")

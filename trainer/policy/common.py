@@ -14,6 +14,13 @@ had ended.
 and per batch of prompts sample k replies each, score them (`collect`), then hand the
 `Rollout` to the algorithm's `Learner`, which takes its optimizer steps and yields one
 metrics dict per step.
+
+With `kl_step` > 0 a round is a trust region around where it started: from the second
+batch on, the rollouts also measure KL(policy || the round's starting weights), and once
+that reaches `kl_step` nats per reply the round takes no more steps. A round's candidate then
+moves a bounded distance from the serving version, so successive rounds share the gate's KL
+budget instead of the first strong reward model spending it all (PPO's target-KL early stop
+and TRPO's trust region, applied per round).
 """
 
 from __future__ import annotations
@@ -49,6 +56,8 @@ class PolicyResult:
     steps: int
     rollouts: int
     history: list[dict[str, float]] = field(default_factory=list)
+    kl_moved: float | None = None  # KL to the round's start, last measured (kl_step on)
+    stopped: str | None = None  # why the round stopped before its last batch
 
 
 @dataclass
@@ -185,6 +194,31 @@ def optimizer_step(
     return float(norm)
 
 
+class StartPoint:
+    """The trainable weights as a round started, to measure how far the policy has moved."""
+
+    def __init__(self, model: Any):
+        self.model = model
+        self.params = trainable_parameters(model)
+        self.saved = [p.detach().clone() for p in self.params]
+
+    def kl(self, rollout: Rollout) -> float:
+        """Mean per-reply KL(policy || start) on the rollout's samples (drawn from the
+        policy): the rollout's own log-probs less the start weights' on the same tokens."""
+        current = [p.detach().clone() for p in self.params]
+        try:
+            with torch.no_grad():
+                for p, s in zip(self.params, self.saved, strict=True):
+                    p.copy_(s)
+                start = completion_logprobs(self.model, rollout.samples, SCORE_BATCH)
+        finally:
+            with torch.no_grad():
+                for p, c in zip(self.params, current, strict=True):
+                    p.copy_(c)
+        per_reply = [float((a - b).sum()) for a, b in zip(rollout.logp, start, strict=True)]
+        return sum(per_reply) / len(per_reply)
+
+
 class Learner(Protocol):
     """One algorithm's update rule, given scored rollouts."""
 
@@ -211,6 +245,7 @@ def run(
     batches = prompt_batches(prompts, cfg, seed)
     total = len(batches) * learner.steps_per_batch
     result = PolicyResult(steps=0, rollouts=0)
+    start = StartPoint(model) if cfg.kl_step > 0 else None
     done = 0
     try:
         for b, batch in enumerate(batches):
@@ -225,6 +260,15 @@ def run(
             )
             result.rollouts += len(rollout.samples)
             measured = rollout.metrics()
+            if start is not None and b > 0:
+                result.kl_moved = measured["kl_moved"] = start.kl(rollout)
+                if result.kl_moved >= cfg.kl_step:
+                    result.stopped = (
+                        f"before batch {b + 1} of {len(batches)}: KL to the round's start "
+                        f"{result.kl_moved:.3f} >= kl_step {cfg.kl_step:g}"
+                    )
+                    result.history.append({**measured, "batch": float(b), "stepped": 0.0})
+                    break
             model.train()
             for metrics, stepped in learner.update(rollout):
                 done += 1
