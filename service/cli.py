@@ -238,6 +238,45 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
     return run_bench_train(settings.resolved_model_dir, cfg, args.events)
 
 
+def cmd_bench_reward(args: argparse.Namespace) -> int:
+    from trainer.bench_reward import parse_variant, run_bench_reward, variant_configs
+    from trainer.config import ConfigError
+
+    try:
+        variants = [parse_variant(text) for text in args.variant or ["config"]]
+        configs = variant_configs(args.config, args.set or [], variants)
+    except ConfigError as e:
+        print(f"loopchat bench reward: {e}", file=sys.stderr)
+        return 2
+    if args.events is not None and args.events < 1:
+        print("loopchat bench reward: --events must be at least 1", file=sys.stderr)
+        return 2
+    until = None
+    if args.until:
+        try:
+            until = datetime.fromisoformat(args.until)
+        except ValueError:
+            print(
+                f"loopchat bench reward: --until {args.until!r} is not an ISO time", file=sys.stderr
+            )
+            return 2
+        if until.tzinfo is None:
+            until = until.replace(tzinfo=UTC)
+    settings = _settings(args)
+    if settings.model is None:
+        from service.modelstore import prepare_bundled
+
+        prepare_bundled(settings.resolved_model_dir)
+    return run_bench_reward(
+        settings.resolved_model_dir,
+        configs,
+        variants,
+        database_url=None if args.events else settings.resolved_database_url,
+        events=args.events or 0,
+        until=until,
+    )
+
+
 def cmd_bench_serve(args: argparse.Namespace) -> int:
     from service.bench.serve import BenchConfig, run_bench_serve
 
@@ -651,6 +690,26 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--config", type=Path, help="TOML file of trainer settings")
     sp.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE")
     sp.set_defaults(func=cmd_bench_train)
+
+    sp = bench.add_parser(
+        "reward", help="reward-model variants trained on the same votes, side by side"
+    )
+    common(sp)
+    sp.add_argument(
+        "--events",
+        type=int,
+        help="synthetic votes in a throwaway database (default: the data directory's votes)",
+    )
+    sp.add_argument("--until", help="only votes before this ISO time (UTC unless it says)")
+    sp.add_argument(
+        "--variant",
+        action="append",
+        metavar="'NAME [SECTION.FIELD=VALUE ...]'",
+        help="a name and its overrides (repeat; default: one variant, the config as given)",
+    )
+    sp.add_argument("--config", type=Path, help="TOML file of trainer settings")
+    sp.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE")
+    sp.set_defaults(func=cmd_bench_reward)
     return p
 
 
