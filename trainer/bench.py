@@ -38,6 +38,23 @@ class BenchRow:
     metrics: dict[str, Any]
 
 
+def seed_bench_votes(sessions: Any, model_dir: Path, events: int, seed: int) -> None:
+    """v0 and `events` synthetic votes (everyday prompts, a preference for concise replies,
+    25% flips) in a migrated database: what the training benches run on."""
+    with session_scope(sessions) as s:
+        ensure_base_version(s, model_dir)
+    seed_votes(
+        sessions,
+        events=events,
+        prompts=BENCH_PROMPTS,
+        reply=bench_reply,
+        gold=concise,
+        flip=0.25,
+        thumbs_threshold=-40.0,
+        seed=seed,
+    )
+
+
 def bench_round(model_dir: Path, cfg: TrainConfig, events: int, seed: int = 0) -> BenchRow:
     with tempfile.TemporaryDirectory(prefix="loopchat-bench-train-") as tmp:
         root = Path(tmp)
@@ -45,18 +62,7 @@ def bench_round(model_dir: Path, cfg: TrainConfig, events: int, seed: int = 0) -
         try:
             upgrade(db)
             sessions = make_session_factory(db)
-            with session_scope(sessions) as s:
-                ensure_base_version(s, model_dir)
-            seed_votes(
-                sessions,
-                events=events,
-                prompts=BENCH_PROMPTS,
-                reply=bench_reply,
-                gold=concise,
-                flip=0.25,
-                thumbs_threshold=-40.0,
-                seed=seed,
-            )
+            seed_bench_votes(sessions, model_dir, events, seed)
             started = time.monotonic()
             outcome = train_once(RoundContext(sessions, root / "artifacts", root), cfg, "bench")
             total = time.monotonic() - started

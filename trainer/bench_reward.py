@@ -22,13 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from service.db.migrate import upgrade
-from service.db.repository import ensure_base_version
 from service.db.session import make_engine, make_session_factory, session_scope
+from trainer.bench import seed_bench_votes
 from trainer.config import ConfigError, TrainConfig, load_config
 from trainer.data import build_round_data
 from trainer.records import ProgressFn, RoundData, no_progress
 from trainer.snapshot import take_snapshot
-from trainer.synthetic import BENCH_PROMPTS, bench_reply, concise, seed_votes
 
 
 @dataclass(frozen=True)
@@ -194,18 +193,7 @@ def run_bench_reward(
             upgrade(db)
             sessions = make_session_factory(db)
             if database_url is None:
-                with session_scope(sessions) as s:
-                    ensure_base_version(s, model_dir)
-                seed_votes(
-                    sessions,
-                    events=events,
-                    prompts=BENCH_PROMPTS,
-                    reply=bench_reply,
-                    gold=concise,
-                    flip=0.25,
-                    thumbs_threshold=-40.0,
-                    seed=configs[0].seed,
-                )
+                seed_bench_votes(sessions, model_dir, events, configs[0].seed)
             data = round_data(sessions, configs[0], until)
         finally:
             db.dispose()
