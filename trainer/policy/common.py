@@ -17,10 +17,10 @@ metrics dict per step.
 
 With `kl_step` > 0 a round is a trust region around where it started: from the second
 batch on, the rollouts also measure KL(policy || the round's starting weights), and once
-that reaches `kl_step` nats per reply the round takes no more steps. A round's candidate then
-moves a bounded distance from the serving version, so successive rounds share the gate's KL
-budget instead of the first strong reward model spending it all (PPO's target-KL early stop
-and TRPO's trust region, applied per round).
+that reaches `kl_step` nats per reply the round takes no more steps (PPO's target-KL early
+stop and TRPO's trust region, applied per round). It bounds how far one round's candidate
+moves from the serving version, not the KL to v0: rounds that move the same way add up
+in sqrt(KL), so the gate's budget (`evaluation.max_kl`) still decides how many fit.
 """
 
 from __future__ import annotations
