@@ -56,7 +56,11 @@ class Settings(BaseSettings):
     vllm_memory_utilization: float = Field(0.15, gt=0, le=1)
     vllm_enforce_eager: bool = True
     max_model_len: int = Field(2048, ge=64, description="Context length: prompt + reply.")
-    vllm_dtype: str = "bfloat16"
+    vllm_dtype: str = Field(
+        "auto",
+        description="vLLM's dtype: auto (bf16 on a GPU or a CPU with AVX-512 / native bf16, "
+        "float32 on other CPUs), or any dtype vLLM accepts (bfloat16, float32, float16).",
+    )
     torch_threads: int | None = Field(
         None, ge=1, description="Threads for the transformers engine."
     )

@@ -146,3 +146,33 @@ async def test_corrupt_adapter_is_an_engine_error(
     with pytest.raises(EngineError, match="cannot load"):
         await engine.load_version(VersionSpec("v2", VersionKind.LORA, bad))
     assert engine.loaded_versions() == ["v0"]
+
+
+def test_vllm_dtype_auto_takes_float32_on_a_cpu_without_avx512_or_bf16(tmp_path: Path) -> None:
+    from service.chat.engines.vllm_engine import choose_dtype, cpu_flags
+
+    info = tmp_path / "cpuinfo"
+    info.write_text(
+        "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx avx2 fma f16c\n\n"
+        "processor\t: 1\nflags\t\t: fpu sse2 avx avx2 fma f16c\n"
+    )
+    avx2 = cpu_flags(info)
+    assert {"avx2", "fma"} <= avx2 and "avx512f" not in avx2
+    assert choose_dtype("auto", cuda=False, flags=avx2)[0] == "float32"
+    # AVX-512 (emulated bf16 in vector registers), native bf16, Arm's bf16 feature
+    for flag in ("avx512f", "avx512_bf16", "amx_bf16", "bf16"):
+        dtype, why = choose_dtype("auto", cuda=False, flags=avx2 | {flag})
+        assert (dtype, flag in why) == ("bfloat16", True)
+    arm = tmp_path / "cpuinfo-arm"
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd bf16 i8mm\n")
+    assert choose_dtype("auto", cuda=False, flags=cpu_flags(arm))[0] == "bfloat16"
+
+
+def test_vllm_dtype_explicit_is_kept_and_a_gpu_keeps_the_models(tmp_path: Path) -> None:
+    from service.chat.engines.vllm_engine import choose_dtype, cpu_flags
+
+    assert choose_dtype("bfloat16", cuda=False, flags=frozenset())[0] == "bfloat16"
+    assert choose_dtype("float16", cuda=True, flags=frozenset())[0] == "float16"
+    assert choose_dtype("auto", cuda=True, flags=frozenset())[0] == "auto"
+    assert cpu_flags(tmp_path / "missing") == frozenset()  # unreadable: no flags, float32
+    assert choose_dtype("auto", cuda=False, flags=frozenset())[0] == "float32"
