@@ -24,6 +24,7 @@ from service.db.session import make_engine, make_session_factory, session_scope
 from trainer.config import TrainConfig
 from trainer.round import RoundContext, train_once
 from trainer.synthetic import BENCH_PROMPTS, bench_reply, concise, seed_votes
+from trainer.tables import cell, pipe_table
 
 PHASES = ("data", "reward", "check_reward", "policy", "evaluate", "publish")
 
@@ -77,14 +78,27 @@ def bench_round(model_dir: Path, cfg: TrainConfig, events: int, seed: int = 0) -
     return BenchRow(events, status, phases, total, counts, metrics)
 
 
-def _fmt(v: Any, digits: int = 1) -> str:
-    return "-" if v is None else f"{v:.{digits}f}" if isinstance(v, float) else str(v)
-
-
 def _gain(ev: dict[str, Any]) -> float | None:
     if "reward_candidate" not in ev:
         return None
     return float(ev["reward_candidate"]) - float(ev["reward_serving"])
+
+
+def _train_cells(r: BenchRow) -> list[str]:
+    ev = r.metrics.get("evaluation", {})
+    rm = r.metrics.get("reward", {})
+    return [
+        str(r.events),
+        str(r.counts.get("train_pairs", "-")),
+        *(cell(r.phases.get(p), 1) for p in PHASES),
+        cell(r.total, 1),
+        cell(rm.get("accuracy"), 3),
+        cell(ev.get("win_rate"), 3),
+        cell(ev.get("check_win_rate"), 3),
+        cell(_gain(ev), 3),
+        cell(ev.get("kl_candidate"), 2),
+        cell(ev.get("length_ratio"), 2),
+    ]
 
 
 def render(rows: Sequence[BenchRow], cfg: TrainConfig) -> str:
@@ -100,23 +114,7 @@ def render(rows: Sequence[BenchRow], cfg: TrainConfig) -> str:
         "KL nats",
         "len ratio",
     ]
-    lines = [" | ".join(head), " | ".join("---" for _ in head)]
-    for r in rows:
-        ev = r.metrics.get("evaluation", {})
-        rm = r.metrics.get("reward", {})
-        cells = [
-            str(r.events),
-            str(r.counts.get("train_pairs", "-")),
-            *(_fmt(r.phases.get(p)) for p in PHASES),
-            _fmt(r.total),
-            _fmt(rm.get("accuracy"), 3),
-            _fmt(ev.get("win_rate"), 3),
-            _fmt(ev.get("check_win_rate"), 3),
-            _fmt(_gain(ev), 3),
-            _fmt(ev.get("kl_candidate"), 2),
-            _fmt(ev.get("length_ratio"), 2),
-        ]
-        lines.append(" | ".join(cells))
+    lines = pipe_table(head, (_train_cells(r) for r in rows))
     lines.append("")
     for r in rows:
         lines.append(f"{r.events} events: {r.status}")

@@ -28,6 +28,7 @@ from trainer.config import ConfigError, TrainConfig, load_config
 from trainer.data import build_round_data
 from trainer.records import ProgressFn, RoundData, no_progress
 from trainer.snapshot import take_snapshot
+from trainer.tables import cell, pipe_table
 
 
 @dataclass(frozen=True)
@@ -112,10 +113,6 @@ def bench_variant(
     return RewardRow(variant, len(data.train_pairs), len(data.train_unpaired), seconds, metrics)
 
 
-def _fmt(v: Any, digits: int = 3) -> str:
-    return "-" if v is None else f"{v:.{digits}f}" if isinstance(v, float) else str(v)
-
-
 def render(rows: Sequence[RewardRow]) -> str:
     head = [
         "variant",
@@ -129,29 +126,25 @@ def render(rows: Sequence[RewardRow]) -> str:
         "train s",
         "overrides",
     ]
-    lines = [" | ".join(head), " | ".join("---" for _ in head)]
-    for r in rows:
-        m = r.metrics
-        controlled = (
-            f"{_fmt(m.get('length_controlled_accuracy'))} ({int(m.get('length_controlled_n', 0))})"
-        )
-        lines.append(
-            " | ".join(
-                [
-                    r.variant.name,
-                    str(r.train_pairs),
-                    str(r.train_thumbs),
-                    str(int(m.get("n", 0))),
-                    _fmt(m.get("accuracy")),
-                    _fmt(m.get("length_baseline_accuracy")),
-                    controlled,
-                    _fmt(m.get("length_corr")),
-                    _fmt(r.seconds, 1),
-                    " ".join(r.variant.overrides) or "(the config as given)",
-                ]
-            )
-        )
-    return "\n".join(lines)
+    return "\n".join(pipe_table(head, (_reward_cells(r) for r in rows)))
+
+
+def _reward_cells(r: RewardRow) -> list[str]:
+    m = r.metrics
+    n_controlled = int(m.get("length_controlled_n", 0))
+    controlled = f"{cell(m.get('length_controlled_accuracy'))} ({n_controlled})"
+    return [
+        r.variant.name,
+        str(r.train_pairs),
+        str(r.train_thumbs),
+        str(int(m.get("n", 0))),
+        cell(m.get("accuracy")),
+        cell(m.get("length_baseline_accuracy")),
+        controlled,
+        cell(m.get("length_corr")),
+        cell(r.seconds, 1),
+        " ".join(r.variant.overrides) or "(the config as given)",
+    ]
 
 
 class _Progress:

@@ -22,6 +22,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from trainer.tables import cell
+
 PLOTS = ("win_rate.png", "kl_gold.png", "thumbs.png", "wall_time.png")
 PHASES = ("vote", "train", "canary", "evaluate")
 
@@ -173,14 +175,6 @@ def _plot_wall(data: dict[str, Any], path: Path) -> None:
     _save(fig, ax, "Wall time per phase per round", path)
 
 
-def _fmt(x: Any, digits: int = 3) -> str:
-    if x is None:
-        return "-"
-    if isinstance(x, float):
-        return f"{x:.{digits}f}"
-    return str(x)
-
-
 def summary_markdown(data: dict[str, Any]) -> str:
     cfg = data.get("config", {})
     totals = data.get("totals", {})
@@ -190,7 +184,7 @@ def summary_markdown(data: dict[str, Any]) -> str:
         f"gold `{cfg.get('gold')}`, flip rate {cfg.get('flip_rate')}, "
         f"{cfg.get('rounds')} rounds of {cfg.get('votes_per_round')} votes, "
         f"{cfg.get('eval_samples')} held-out prompts, promote `{cfg.get('promote')}`, "
-        f"seed {cfg.get('seed')}; {_fmt(data.get('elapsed_s'), 0)} s in all.",
+        f"seed {cfg.get('seed')}; {cell(data.get('elapsed_s'), 0)} s in all.",
         "",
         "| round | serving | canary | votes | run | status | RM acc | ceiling | win rate (RM) "
         "| KL cand. | gold serving | gold v0 | gold win rate | words | wall s |",
@@ -207,20 +201,20 @@ def summary_markdown(data: dict[str, Any]) -> str:
             + " | ".join(
                 [
                     str(r["round"]),
-                    _fmt(r.get("serving_end")),
-                    _fmt(r.get("canary_end")),
+                    cell(r.get("serving_end")),
+                    cell(r.get("canary_end")),
                     f"{r.get('votes_recorded')}/{r.get('votes_requested')}",
-                    _fmt(t.get("run_id")),
-                    f"{_fmt(t.get('status'))}" + (f" ({t['reason']})" if t.get("reason") else ""),
-                    _fmt(s.get("rm_accuracy")),
-                    _fmt(sim.get("accuracy_ceiling")),
-                    _fmt(s.get("win_rate")),
-                    _fmt(s.get("kl_candidate")),
-                    _fmt(e.get("gold_serving")),
-                    _fmt(e.get("gold_baseline")),
-                    _fmt(e.get("win_rate")),
-                    _fmt(e.get("words_serving"), 1),
-                    _fmt(float(wall), 0),
+                    cell(t.get("run_id")),
+                    f"{cell(t.get('status'))}" + (f" ({t['reason']})" if t.get("reason") else ""),
+                    cell(s.get("rm_accuracy")),
+                    cell(sim.get("accuracy_ceiling")),
+                    cell(s.get("win_rate")),
+                    cell(s.get("kl_candidate")),
+                    cell(e.get("gold_serving")),
+                    cell(e.get("gold_baseline")),
+                    cell(e.get("win_rate")),
+                    cell(e.get("words_serving"), 1),
+                    cell(float(wall), 0),
                 ]
             )
             + " |"
@@ -235,7 +229,7 @@ def summary_markdown(data: dict[str, Any]) -> str:
         f"retired: {', '.join(totals.get('retired') or []) or 'none'}; "
         f"rejected: {', '.join(totals.get('rejected') or []) or 'none'}. "
         f"Final serving {totals.get('final_serving')}, gold win rate "
-        f"{_fmt(totals.get('final_win_rate'))} against v0.",
+        f"{cell(totals.get('final_win_rate'))} against v0.",
     ]
     if data.get("stopped_early"):
         lines.append(f"\nStopped early: {data.get('stop_reason')}")
