@@ -20,9 +20,11 @@ async def healthz() -> dict[str, str]:
 @router.get("/readyz")
 async def readyz(runtime: RuntimeDep) -> JSONResponse:
     body: dict[str, object] = {"status": runtime.phase.value, "engine": runtime.engine.info().name}
-    if runtime.phase is Phase.READY:
+    if runtime.phase is Phase.READY and runtime.engine.ready:
         body["serving"] = runtime.registry.public_name(runtime.registry.serving)
         return JSONResponse(body)
+    if runtime.phase is Phase.READY:  # the engine stopped; a new one is starting
+        body["status"] = "engine_restarting"
     if runtime.error:
         body["error"] = runtime.error
     return JSONResponse(body, status_code=503)

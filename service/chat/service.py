@@ -20,7 +20,7 @@ from collections.abc import AsyncGenerator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Protocol
 
-from service.chat.engines.base import Delta, Engine, Sampling
+from service.chat.engines.base import Delta, Engine, EngineUnavailable, Sampling
 from service.chat.tokenizer import ChatTokenizer
 from service.db.models import GenerationStatus
 from service.db.repository import GenerationRecord
@@ -245,6 +245,11 @@ class ChatService:
         try:
             while done < len(tasks):
                 index, item = await queue.get()
+                if isinstance(item, EngineUnavailable):
+                    raise NotReady(
+                        "the model stopped while generating this reply and is starting "
+                        "again; try again shortly"
+                    ) from item
                 if isinstance(item, BaseException):
                     raise EngineFailure("the model failed while generating a reply") from item
                 r = results[index]

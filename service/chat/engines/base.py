@@ -55,6 +55,11 @@ class EngineError(RuntimeError):
     """The engine could not do what was asked (bad artifact, unknown version, dead engine)."""
 
 
+class EngineUnavailable(EngineError):
+    """The engine stopped (or is starting again) and took no part of the request's fault:
+    the request may be retried shortly."""
+
+
 @runtime_checkable
 class Engine(Protocol):
     @property

@@ -34,6 +34,7 @@ from service.chat.engines.base import (
     Delta,
     EngineError,
     EngineInfo,
+    EngineUnavailable,
     Sampling,
     VersionSpec,
 )
@@ -143,6 +144,9 @@ class VllmEngine:
         self._swap_lock = asyncio.Lock()
         self._tmp: Any = None
         self._ready = False
+        self._closed = False
+        self._recovery: asyncio.Task[None] | None = None
+        self._restarts = 0
 
     @property
     def ready(self) -> bool:
@@ -154,6 +158,11 @@ class VllmEngine:
     async def start(self) -> None:
         if self._ready:
             return
+        self._llm = self._build()
+        self._ready = True
+
+    def _build(self) -> Any:
+        """A new AsyncLLM on the base weights (its engine core is a child process)."""
         import torch
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
@@ -179,13 +188,63 @@ class VllmEngine:
             disable_log_stats=True,
         )
         try:
-            self._llm = AsyncLLM.from_engine_args(args)
+            return AsyncLLM.from_engine_args(args)
         except Exception as e:  # vLLM raises many types here; all mean "did not start"
             raise EngineError(f"vLLM failed to start on {self._model_dir}: {e}") from e
-        self._ready = True
+
+    @property
+    def restarts(self) -> int:
+        """Engine cores started again after one died (see `_recover`)."""
+        return self._restarts
+
+    def _engine_died(self, error: BaseException) -> None:
+        """The first request to see the engine core dead starts the recovery; until it
+        ends, `ready` is false and new requests are refused as not ready (503)."""
+        self._ready = False
+        if self._recovery is None or self._recovery.done():
+            log.error("the vLLM engine core stopped (%s); starting a new one", error)
+            self._recovery = asyncio.get_running_loop().create_task(self._recover())
+
+    async def _recover(self) -> None:
+        """Start a new engine core and put back what the dead one held: the weights of
+        the version merged into them, and every other version's adapter (the same
+        LoRARequests: a fresh engine loads them from their paths on first use). Retries
+        with a growing pause until it works or the engine is shut down."""
+        delay = 1.0
+        while not self._closed:
+            async with self._swap_lock:
+                old, self._llm = self._llm, None
+                if old is not None:  # its core is gone; a stuck shutdown must not stop us
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(asyncio.to_thread(old.shutdown), 30.0)
+                try:
+                    self._llm = await asyncio.to_thread(self._build)
+                    if self._weights is not None:
+                        await self._reload(self._work_dir() / "merged" / self._weights)
+                    for req in self._routes.values():
+                        if req is not None:
+                            await self._add_lora(req)
+                    self._restarts += 1
+                    self._ready = True
+                    log.info(
+                        "vLLM engine restarted (%d so far); weights %s, %d versions",
+                        self._restarts,
+                        weights_name(self._versions.get(self._weights or "")),
+                        len(self._versions),
+                    )
+                    return
+                except EngineError as e:
+                    log.error("restarting the vLLM engine failed: %s; again in %.0f s", e, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
 
     async def shutdown(self) -> None:
         self._ready = False
+        self._closed = True
+        if self._recovery is not None and not self._recovery.done():
+            self._recovery.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._recovery
         if self._llm is not None:
             await asyncio.to_thread(self._llm.shutdown)
             self._llm = None
@@ -246,11 +305,17 @@ class VllmEngine:
                 raise EngineError(f"cannot build an adapter for {spec.name!r}: {e}") from e
             path = out
         req = LoRARequest(f"{spec.name}#{lora_id}", lora_id, str(path))
+        await self._add_lora(req)
+        return req
+
+    async def _add_lora(self, req: Any) -> None:
+        if self._llm is None:
+            raise EngineError("the vLLM engine is restarting; try again shortly")
         try:
             await self._llm.add_lora(req)
         except Exception as e:
-            raise EngineError(f"cannot load adapter {spec.name!r} from {path}: {e}") from e
-        return req
+            name, path = req.lora_name, req.lora_path
+            raise EngineError(f"cannot load adapter {name!r} from {path}: {e}") from e
 
     async def load_version(self, spec: VersionSpec) -> None:
         if spec.name in self._versions:
@@ -360,7 +425,7 @@ class VllmEngine:
         from vllm.v1.engine.exceptions import EngineDeadError
 
         if not self._ready:
-            raise EngineError("engine is not ready")
+            raise EngineUnavailable("the engine is not ready")
         if version not in self._versions:
             raise EngineError(f"version {version!r} is not loaded")
         params = SamplingParams(
@@ -390,8 +455,8 @@ class VllmEngine:
                         raise EngineError("the engine aborted the request")
                     yield Delta(o.text, len(o.token_ids), finish)
         except EngineDeadError as e:
-            self._ready = False  # /readyz says so; every later request gets EngineError
-            raise EngineError(f"the vLLM engine stopped: {e}") from e
+            self._engine_died(e)  # /readyz says not ready until a new engine core is up
+            raise EngineUnavailable(f"the vLLM engine stopped: {e}") from e
         finally:
             self._slots.leave()
 
