@@ -192,11 +192,6 @@ class VllmEngine:
         except Exception as e:  # vLLM raises many types here; all mean "did not start"
             raise EngineError(f"vLLM failed to start on {self._model_dir}: {e}") from e
 
-    @property
-    def restarts(self) -> int:
-        """Engine cores started again after one died (see `_recover`)."""
-        return self._restarts
-
     def _engine_died(self, error: BaseException) -> None:
         """The first request to see the engine core dead starts the recovery; until it
         ends, `ready` is false and new requests are refused as not ready (503)."""
@@ -233,10 +228,17 @@ class VllmEngine:
                         len(self._versions),
                     )
                     return
-                except EngineError as e:
+                except Exception as e:  # any failure: try again, a dead server helps no one
                     log.error("restarting the vLLM engine failed: %s; again in %.0f s", e, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
+
+    async def _up(self) -> None:
+        """Wait out a restart in progress; refuse when the engine is still not up."""
+        if self._recovery is not None and not self._recovery.done():
+            await asyncio.shield(self._recovery)
+        if not self._ready or self._llm is None:
+            raise EngineUnavailable("the vLLM engine is not running; try again shortly")
 
     async def shutdown(self) -> None:
         self._ready = False
@@ -318,6 +320,7 @@ class VllmEngine:
             raise EngineError(f"cannot load adapter {name!r} from {path}: {e}") from e
 
     async def load_version(self, spec: VersionSpec) -> None:
+        await self._up()  # a candidate that arrives during a restart is not failed for it
         if spec.name in self._versions:
             raise EngineError(
                 f"version name {spec.name!r} is already loaded; names are never reused"
@@ -337,7 +340,10 @@ class VllmEngine:
         await self._remove([self._routes.pop(name, None)])
 
     async def set_weights(self, name: str) -> dict[str, float]:
+        await self._up()
         async with self._swap_lock:
+            if not self._ready:  # it died again while this waited for the lock
+                raise EngineUnavailable("the vLLM engine is restarting; try again shortly")
             return await self._set_weights(name)
 
     async def _set_weights(self, name: str) -> dict[str, float]:
