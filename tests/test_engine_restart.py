@@ -15,9 +15,15 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import ADMIN, ADMIN_TOKEN
-from tests.test_e2e_server import Server
-from tests.test_swap_under_load import admin, greedy, make_adapter, register, wait_for
+from tests.conftest import ADMIN
+from tests.test_swap_under_load import (
+    admin,
+    greedy,
+    make_adapter,
+    merged_vllm_server,
+    register,
+    wait_for,
+)
 
 
 def _engine_cores(pid: int) -> list[psutil.Process]:
@@ -32,16 +38,7 @@ def test_a_dead_engine_core_is_replaced_with_the_same_versions(
     tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytest.importorskip("vllm")
-    for key, value in {
-        "LOOPCHAT_ADMIN_TOKEN": ADMIN_TOKEN,
-        "LOOPCHAT_CANARY_SHARE": "0",
-        "LOOPCHAT_POLICY_POLL_SECONDS": "3600",
-        "LOOPCHAT_SWAP_MODE": "merged",
-    }.items():
-        monkeypatch.setenv(key, value)
-    srv = Server("vllm", tiny_model_dir, tmp_path)
-    try:
-        srv.wait_ready(300)
+    with merged_vllm_server(tiny_model_dir, tmp_path, monkeypatch) as srv:
         base = srv.base
         make_adapter(tiny_model_dir, tmp_path / "adapters" / "v1", seed=0)
         register(srv.db, "v1", tmp_path / "adapters" / "v1")
@@ -89,5 +86,3 @@ def test_a_dead_engine_core_is_replaced_with_the_same_versions(
         assert policies["serving"] == "v1"
         assert {p["name"]: p["in_weights"] for p in policies["data"]}["v1"] is True
         assert "vLLM engine restarted (1 so far)" in srv.log.read_text()
-    finally:
-        srv.stop()

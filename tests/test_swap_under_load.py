@@ -12,6 +12,8 @@ import asyncio
 import json
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,6 +168,34 @@ def wait_for(check: Any, timeout: float = 60) -> float:
     return time.monotonic()
 
 
+@contextmanager
+def merged_vllm_server(
+    model: Path, data: Path, monkeypatch: pytest.MonkeyPatch, **env: str
+) -> Iterator[Server]:
+    """A ready vLLM server in merged swap mode, stopped on exit.
+
+    Versions change only through the operator API (no polling) and unpinned traffic stays
+    on the serving version (no canary share). float32, because the tests compare greedy
+    replies of a version merged into the weights and run as an adapter: in bf16 (the `auto`
+    dtype on an AVX-512 CPU) the two round differently. `env` adds or overrides settings."""
+    settings = {
+        "LOOPCHAT_ADMIN_TOKEN": ADMIN_TOKEN,
+        "LOOPCHAT_CANARY_SHARE": "0",
+        "LOOPCHAT_POLICY_POLL_SECONDS": "3600",
+        "LOOPCHAT_SWAP_MODE": "merged",
+        "LOOPCHAT_VLLM_DTYPE": "float32",
+        **env,
+    }
+    for key, value in settings.items():
+        monkeypatch.setenv(key, value)
+    srv = Server("vllm", model, data)
+    try:
+        srv.wait_ready(300)
+        yield srv
+    finally:
+        srv.stop()
+
+
 @pytest.mark.vllm
 @pytest.mark.slow
 @pytest.mark.timeout(900)
@@ -173,17 +203,7 @@ def test_swaps_and_a_rollback_under_load_fail_nothing(
     tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytest.importorskip("vllm")
-    for key, value in {
-        "LOOPCHAT_ADMIN_TOKEN": ADMIN_TOKEN,
-        "LOOPCHAT_CANARY_SHARE": "0",  # unpinned traffic stays on the serving version
-        "LOOPCHAT_POLICY_POLL_SECONDS": "3600",
-        "LOOPCHAT_VLLM_DTYPE": "float32",
-        "LOOPCHAT_SWAP_MODE": "merged",
-    }.items():
-        monkeypatch.setenv(key, value)
-    srv = Server("vllm", tiny_model_dir, tmp_path)
-    try:
-        srv.wait_ready(300)
+    with merged_vllm_server(tiny_model_dir, tmp_path, monkeypatch) as srv:
         base = srv.base
         for i, name in enumerate(("v1", "v2", "v3")):
             make_adapter(tiny_model_dir, tmp_path / "adapters" / name, seed=i)
@@ -271,5 +291,3 @@ def test_swaps_and_a_rollback_under_load_fail_nothing(
         assert {p["name"]: p["in_weights"] for p in policies["data"]}["v2"] is True
         # Merged copies of weights no longer in the engine are deleted (0.5 GB each on SmolLM2).
         assert [d.name for d in (tmp_path / "engine" / "merged").iterdir()] == ["v2"]
-    finally:
-        srv.stop()
