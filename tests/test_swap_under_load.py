@@ -3,7 +3,8 @@
 16 streaming clients chat without pause while three versions are announced, canaried
 and promoted (merged mode: each is merged into the engine's weights) and one is rolled
 back with `loopchat policy rollback`. Every request must succeed, every reply must carry
-one version, and a reply started after a change completed must carry the new version.
+one version, and a reply started after a change completed must carry the new version
+(or a later one: the server routes a request when it handles it).
 """
 
 from __future__ import annotations
@@ -265,14 +266,20 @@ def test_swaps_and_a_rollback_under_load_fail_nothing(
         assert len(replies) > 8 * CLIENTS
         for r in replies:  # one version per reply, and the header says the same
             assert r.models == {r.header}, r
-        for (name, at), until in zip(changes, [*begun[1:], float("inf")], strict=True):
+        # A reply started after a change returned carries that version or a later one: the
+        # server routes a request when it handles it, which can be after the next change
+        # (seen on 2 cores: replies sent 3.3 s after v1 served, before v2's change began,
+        # were handled after it and carried v2).
+        for i, ((name, at), until) in enumerate(
+            zip(changes, [*begun[1:], float("inf")], strict=True)
+        ):
+            allowed = {f"loopchat@{later}" for later, _ in changes[i:]}
             during = [r for r in replies if at <= r.started < until]
             wrong = [
-                (round(r.started - at, 3), r.header)
-                for r in during
-                if r.header != f"loopchat@{name}"
+                (round(r.started - at, 3), r.header) for r in during if r.header not in allowed
             ]
             assert during and not wrong, (name, wrong[:10], windows)
+            assert any(r.header == f"loopchat@{name}" for r in during), (name, windows)
         pause = [e["metrics"]["pause_s"] for e in admin(base, "GET", "/v1/admin/policies/events")
                  if e["kind"] == "swap"]  # fmt: skip
         print(f"engine pauses during swaps (s): {pause}")
