@@ -142,6 +142,9 @@ class Evaluation:
     words_serving: float | None
     words_baseline: float | None
     reused_baseline: bool  # serving is v0: its replies are the baseline's
+    # The serving version's replies come from the round that first evaluated it (same
+    # prompts and seeds): a version is scored once, so the gold moves only when it changes.
+    reused: bool = False
 
 
 @dataclass
@@ -424,10 +427,18 @@ def _evaluate(
     max_tokens: int | None,
     concurrency: int,
     admin_token: str,
+    sampled: dict[str, dict[int, _Sample]] | None = None,
 ) -> Evaluation:
-    reused = serving == BASELINE
-    if reused:
+    """Score `serving`'s replies against v0's by the gold. Replies of a version already in
+    `sampled` are reused (vLLM's seeded sampling does not repeat exactly, so sampling an
+    unchanged version again would move its gold by noise); new ones are added to it."""
+    sampled = {} if sampled is None else sampled
+    reused = serving == BASELINE or serving in sampled
+    if serving == BASELINE:
         mine, errors = baseline, len(prompts) - len(baseline)
+    elif serving in sampled:
+        mine = sampled[serving]
+        errors = len(prompts) - len(mine)
     else:
         mine, errors = asyncio.run(
             _sample_version(
@@ -442,6 +453,8 @@ def _evaluate(
                 admin_token=admin_token,
             )
         )
+        if not errors:  # a version with failed prompts is sampled again next time
+            sampled[serving] = mine
     both = sorted(set(mine) & set(baseline))
     wr = gold_win_rate([mine[i].gold for i in both], [baseline[i].gold for i in both])
     words = [len(mine[i].text.split()) for i in both]
@@ -459,7 +472,8 @@ def _evaluate(
         losses=wr["losses"],
         words_serving=_mean([float(w) for w in words]),
         words_baseline=_mean([float(w) for w in base_words]),
-        reused_baseline=reused,
+        reused_baseline=serving == BASELINE,
+        reused=reused,
     )
 
 
@@ -528,6 +542,7 @@ def run_loop(
     op = Operator(base_url, admin_token)
     start = time.monotonic()
     kl_of: dict[str, float] = {BASELINE: 0.0}  # KL to v0 per version, from the run that made it
+    sampled: dict[str, dict[int, _Sample]] = {}  # held-out replies per evaluated version
 
     def save() -> None:
         report.totals = totals_of(report)
@@ -737,6 +752,7 @@ def run_loop(
                 max_tokens=max_tokens,
                 concurrency=eval_concurrency,
                 admin_token=admin_token,
+                sampled=sampled,
             )
             rec.wall_s["evaluate"] = round(time.monotonic() - t0, 3)
             rec.kl_serving = kl_of.get(serving)

@@ -223,7 +223,9 @@ def summary_markdown(data: dict[str, Any]) -> str:
         "",
         "ceiling: the accuracy a reward model that knew the gold exactly would expect on the "
         "round's comparison votes (1 - flip rate on clearly different replies, nearer 0.5 "
-        "on close ones).",
+        "on close ones). gold serving, gold win rate and words: the serving version's "
+        "replies to the held-out prompts, sampled once per version (a round that serves the "
+        "same version as an earlier one reuses them).",
         "",
         f"Promoted: {', '.join(totals.get('promoted') or []) or 'none'}; "
         f"retired: {', '.join(totals.get('retired') or []) or 'none'}; "
