@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -193,7 +194,10 @@ def _trainer_process(args: argparse.Namespace) -> subprocess.Popen[bytes]:
         argv += ["--config", str(args.train_config)]
     for item in getattr(args, "train_set", None) or []:
         argv += ["--set", item]
-    return subprocess.Popen(argv)
+    from trainer.config import PARENT_ENV
+
+    # The trainer stops when this process dies, even unannounced (SIGKILL, OOM killer).
+    return subprocess.Popen(argv, env={**os.environ, PARENT_ENV: str(os.getpid())})
 
 
 def cmd_run(args: argparse.Namespace) -> int:

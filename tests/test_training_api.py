@@ -173,3 +173,68 @@ def test_schedule_process_runs_a_queued_round_and_stops_on_sigterm(
             proc.kill()
             proc.wait()
         engine.dispose()
+
+
+def test_a_trainer_started_by_run_stops_when_run_is_killed(tmp_path: Path) -> None:
+    """`loopchat run` marks its trainer with PARENT_ENV; if run dies unannounced (SIGKILL,
+    the OOM killer) the trainer gets SIGTERM instead of living on (seen: the trainer of a
+    killed run, orphaned and idle with 2.1 GB, still there 44 minutes later)."""
+    import contextlib
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    from trainer.config import PARENT_ENV
+
+    parent_code = (
+        "import os, subprocess, sys, time\n"
+        f"env = {{**os.environ, {PARENT_ENV!r}: str(os.getpid())}}\n"
+        "argv = [sys.executable, '-m', 'service', 'train', '--schedule',\n"
+        "        '--set', 'schedule.poll_seconds=0.5']\n"
+        "print(subprocess.Popen(argv, env=env).pid, flush=True)\n"
+        "time.sleep(300)\n"
+    )
+    env = {**os.environ, "LOOPCHAT_DATA_DIR": str(tmp_path)}
+    log = tmp_path / "trainer.log"  # a file, not a pipe: a full pipe would block the logging
+    with log.open("w") as err:
+        parent = subprocess.Popen(
+            [sys.executable, "-c", parent_code],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        )
+    trainer = None
+    try:
+        assert parent.stdout is not None
+        trainer = psutil.Process(int(parent.stdout.readline()))
+        deadline = time.monotonic() + 60
+        while "trainer schedule" not in log.read_text():  # the schedule is running
+            assert time.monotonic() < deadline, f"no schedule:\n{log.read_text()[-3000:]}"
+            time.sleep(0.2)
+        assert trainer.is_running() and trainer.status() != psutil.STATUS_ZOMBIE
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=10)
+
+        def gone() -> bool:
+            try:
+                return trainer.status() == psutil.STATUS_ZOMBIE  # exited, not reaped yet
+            except psutil.NoSuchProcess:
+                return True
+
+        deadline = time.monotonic() + 30
+        while not gone() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert gone(), "the trainer outlived the process that started it"
+        assert "signal 15: stopping the schedule" in log.read_text()
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        if trainer is not None:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                trainer.kill()

@@ -25,6 +25,10 @@ def opt(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
 
+# `loopchat run` sets this to its pid in its trainer's environment (trainer.entry).
+PARENT_ENV = "LOOPCHAT_TRAINER_PARENT"
+
+
 @dataclass
 class DataConfig:
     replay_days: float = opt(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
 import signal
 import sys
 from types import FrameType
@@ -12,12 +14,14 @@ from service.db.models import RunStatus
 from service.db.session import make_engine, make_session_factory
 from service.identity.auth import resolve_secrets
 from service.settings import Settings
-from trainer.config import TrainConfig
+from trainer.config import PARENT_ENV, TrainConfig
 from trainer.lock import LockBusy
 from trainer.round import RoundContext, train_once
 from trainer.scheduler import Schedule
 
 log = logging.getLogger("loopchat.trainer")
+
+PR_SET_PDEATHSIG = 1
 
 EXIT = {
     RunStatus.SUCCEEDED: 0,
@@ -61,7 +65,26 @@ def run_trainer(settings: Settings, cfg: TrainConfig, *, schedule: bool) -> int:
             sched.stop()
 
         signal.signal(signal.SIGTERM, stop)
+        if not stay_after_parent():
+            log.info("the process that started this trainer is gone; not starting")
+            return 0
         sched.run_forever()
         return 0
     finally:
         db.dispose()
+
+
+def stay_after_parent() -> bool:
+    """A trainer started by `loopchat run` (which sets PARENT_ENV to its pid) gets SIGTERM
+    when that process dies, even by SIGKILL, so no orphan keeps the trainer's lock and
+    memory. False when the parent is already gone. Elsewhere (or off Linux) always True."""
+    parent = os.environ.get(PARENT_ENV)
+    if not parent:
+        return True
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+            log.warning("prctl(PR_SET_PDEATHSIG) failed: errno %d", ctypes.get_errno())
+    except (OSError, AttributeError):  # not Linux: the parent stops it on a clean exit only
+        return True
+    return str(os.getppid()) == parent  # it may have died before prctl
