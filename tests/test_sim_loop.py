@@ -206,7 +206,7 @@ def test_an_unchanged_version_is_scored_once(monkeypatch: pytest.MonkeyPatch) ->
         i: loop_module._Sample(p, seeds[i], "a b c d e f g h", gold(p.text, "a b c d e f g h"))
         for i, p in enumerate(prompts)
     }
-    sampled: dict[str, Any] = {}
+    sampled: dict[str, Any] = {"v0": baseline}
 
     def evaluate(version: str) -> Evaluation:
         return loop_module._evaluate(

@@ -427,16 +427,14 @@ def _evaluate(
     max_tokens: int | None,
     concurrency: int,
     admin_token: str,
-    sampled: dict[str, dict[int, _Sample]] | None = None,
+    sampled: dict[str, dict[int, _Sample]],
 ) -> Evaluation:
     """Score `serving`'s replies against v0's by the gold. Replies of a version already in
-    `sampled` are reused (vLLM's seeded sampling does not repeat exactly, so sampling an
-    unchanged version again would move its gold by noise); new ones are added to it."""
-    sampled = {} if sampled is None else sampled
-    reused = serving == BASELINE or serving in sampled
-    if serving == BASELINE:
-        mine, errors = baseline, len(prompts) - len(baseline)
-    elif serving in sampled:
+    `sampled` (v0's baseline among them) are reused: vLLM's seeded sampling does not repeat
+    exactly, so sampling an unchanged version again would move its gold by noise. New ones
+    are added to it."""
+    reused = serving in sampled
+    if reused:
         mine = sampled[serving]
         errors = len(prompts) - len(mine)
     else:
@@ -542,7 +540,6 @@ def run_loop(
     op = Operator(base_url, admin_token)
     start = time.monotonic()
     kl_of: dict[str, float] = {BASELINE: 0.0}  # KL to v0 per version, from the run that made it
-    sampled: dict[str, dict[int, _Sample]] = {}  # held-out replies per evaluated version
 
     def save() -> None:
         report.totals = totals_of(report)
@@ -583,6 +580,7 @@ def run_loop(
                 f"{BASELINE} answered none of the {len(prompts)} held-out prompts "
                 f"({errors} errors); is the server's engine up (GET /readyz)?"
             )
+        sampled = {BASELINE: baseline}  # held-out replies per evaluated version
         base_gold = [s.gold for s in baseline.values()]
         base_words = [float(len(s.text.split())) for s in baseline.values()]
         rec.evaluation = Evaluation(
