@@ -176,7 +176,7 @@ def test_schedule_process_runs_a_queued_round_and_stops_on_sigterm(
 
 
 def test_a_trainer_started_by_run_stops_when_run_is_killed(tmp_path: Path) -> None:
-    """`loopchat run` marks its trainer with PARENT_ENV; if run dies unannounced (SIGKILL,
+    """`loopchat run` marks its trainer with its pid; if run dies unannounced (SIGKILL,
     the OOM killer) the trainer gets SIGTERM instead of living on (seen: the trainer of a
     killed run, orphaned and idle with 2.1 GB, still there 44 minutes later)."""
     import contextlib
@@ -188,14 +188,12 @@ def test_a_trainer_started_by_run_stops_when_run_is_killed(tmp_path: Path) -> No
 
     import psutil
 
-    from trainer.config import PARENT_ENV
-
-    parent_code = (
-        "import os, subprocess, sys, time\n"
-        f"env = {{**os.environ, {PARENT_ENV!r}: str(os.getpid())}}\n"
-        "argv = [sys.executable, '-m', 'service', 'train', '--schedule',\n"
-        "        '--set', 'schedule.poll_seconds=0.5']\n"
-        "print(subprocess.Popen(argv, env=env).pid, flush=True)\n"
+    parent_code = (  # `loopchat run`'s own way of starting its trainer
+        "import argparse, time\n"
+        "from service.cli import _trainer_process\n"
+        "args = argparse.Namespace(env_file=None, train_config=None,\n"
+        "                          train_set=['schedule.poll_seconds=0.5'])\n"
+        "print(_trainer_process(args).pid, flush=True)\n"
         "time.sleep(300)\n"
     )
     env = {**os.environ, "LOOPCHAT_DATA_DIR": str(tmp_path)}

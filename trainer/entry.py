@@ -76,8 +76,8 @@ def run_trainer(settings: Settings, cfg: TrainConfig, *, schedule: bool) -> int:
 
 def stay_after_parent() -> bool:
     """A trainer started by `loopchat run` (which sets PARENT_ENV to its pid) gets SIGTERM
-    when that process dies, even by SIGKILL, so no orphan keeps the trainer's lock and
-    memory. False when the parent is already gone. Elsewhere (or off Linux) always True."""
+    when that process dies, even by SIGKILL, so no orphan trainer lives on with its memory.
+    False when the parent is already gone. Elsewhere (or off Linux) always True."""
     parent = os.environ.get(PARENT_ENV)
     if not parent:
         return True
