@@ -629,10 +629,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument(
         "--promote",
-        choices=["rule", "always", "never"],
+        choices=["rule", "close", "always", "never"],
         default="rule",
-        help="rule: the server's canary rule decides; always: promote the canary after each "
-        "round's votes; never: retire it then",
+        help="rule: the server's canary rule decides; close: the rule decides during the "
+        "votes, and a canary still waiting when the round's votes end is promoted if it won "
+        "more than half of its (at least 30) comparisons, else retired; always: promote the "
+        "canary after each round's votes; never: retire it then",
     )
     sp.add_argument(
         "--replot", type=Path, metavar="DIR", help="redraw plots and report.md from DIR/report.json"

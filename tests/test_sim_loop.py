@@ -30,6 +30,7 @@ from trainer.simulation.loop import (
     LoopReport,
     RoundRecord,
     TrainingRecord,
+    close_verdict,
     gold_win_rate,
     merge_thumbs,
     null_fields,
@@ -224,6 +225,21 @@ def test_an_unchanged_version_is_scored_once(monkeypatch: pytest.MonkeyPatch) ->
     assert (again.gold_serving, again.win_rate) == (first.gold_serving, first.win_rate)
     new = evaluate("v3")
     assert calls == ["v1", "v3"] and not new.reused and new.gold_serving == 1 / 4
+
+
+def test_close_verdict_promotes_a_canary_that_won_more_than_half() -> None:
+    def verdict(version: str, n: int, rate: float | None) -> dict[str, Any]:
+        metrics = {"comparisons": n, "wins": None if rate is None else rate * n, "win_rate": rate}
+        return {"version": version, "verdict": "wait", "reason": "", "metrics": metrics}
+
+    action, why = close_verdict("v2", verdict("v2", 210, 0.543), 30)
+    assert action == "promote" and "0.543 of 210" in why
+    assert close_verdict("v2", verdict("v2", 210, 0.5), 30)[0] == "retire"  # a tie is no gain
+    assert close_verdict("v2", verdict("v2", 40, 0.45), 30)[0] == "retire"
+    action, why = close_verdict("v2", verdict("v2", 29, 0.9), 30)
+    assert action is None and "29 of 30" in why  # too few comparisons: keeps waiting
+    assert close_verdict("v2", verdict("v1", 210, 0.9), 30)[0] is None  # about another canary
+    assert close_verdict("v2", None, 30)[0] is None
 
 
 def good_words(prompt: str, reply: str) -> float:

@@ -8,7 +8,11 @@ Round r (1..rounds):
    serving version, so the server's promotion rule acts on these votes by itself.
    With `promote="always"` the loop then promotes a canary through the operator API;
    with `"never"` it retires it (the server's own rule may still have promoted it during
-   the votes unless the server runs with LOOPCHAT_AUTO_PROMOTE=false).
+   the votes unless the server runs with LOOPCHAT_AUTO_PROMOTE=false). With `"close"`
+   the canary's window closes with the round: one the rule left waiting is promoted if
+   it won more than half of its live comparisons with the serving version (at least
+   `close_min_comparisons`), else retired (`close_verdict`). This happens before the
+   round's training, so the next candidate is trained from whatever serves after it.
 2. train: `POST /v1/admin/training-runs` queues a round, which a trainer process
    (`loopchat train --schedule`, started by `loopchat run`) picks up; the loop polls
    `GET /v1/admin/training-runs/{id}` until it finishes.
@@ -45,8 +49,8 @@ from trainer.simulation.prompts import Prompt, load_prompts
 from trainer.simulation.run import SimulationResult, VersionStats, simulate
 from trainer.simulation.users import DEFAULT_FLIP_RATE
 
-PromoteMode = Literal["rule", "always", "never"]
-PROMOTE_MODES: tuple[PromoteMode, ...] = ("rule", "always", "never")
+PromoteMode = Literal["rule", "close", "always", "never"]
+PROMOTE_MODES: tuple[PromoteMode, ...] = ("rule", "close", "always", "never")
 BASELINE = "v0"
 TERMINAL = ("succeeded", "stopped", "rejected", "failed")
 # A candidate is settled once the server has admitted it (canary) or got past that.
@@ -114,6 +118,26 @@ def merge_thumbs(tables: Sequence[dict[str, dict[str, Any]]]) -> dict[str, dict[
             c["thumbs_up"] += int(row["thumbs_up"])
             c["thumbs_down"] += int(row["thumbs_down"])
     return thumbs_table(counts)
+
+
+def close_verdict(
+    canary: str, verdict: dict[str, Any] | None, min_comparisons: int
+) -> tuple[Literal["promote", "retire"] | None, str]:
+    """What the loop does with a canary when its round closes (`promote="close"`), from the
+    server's last canary verdict (`GET /v1/admin/policies/ratings`, field `canary`): promote
+    when it won more than half of at least `min_comparisons` comparisons, retire when it did
+    not; keep it waiting with fewer comparisons. Returns the action and a sentence."""
+    if verdict is None or verdict.get("version") != canary:
+        return None, f"no verdict on {canary} from the server yet: kept waiting"
+    metrics = verdict.get("metrics") or {}
+    n = int(metrics.get("comparisons") or 0)
+    rate = metrics.get("win_rate")
+    if n < min_comparisons or rate is None:
+        return None, f"{canary}: {n} of {min_comparisons} comparisons at round close: kept waiting"
+    record = f"{canary} won {float(rate):.3f} of {n} comparisons with the serving version"
+    if float(rate) > 0.5:
+        return "promote", f"round closed: {record}"
+    return "retire", f"round closed: {record}, not more than half"
 
 
 def _sqrt(x: float | None) -> float | None:
@@ -492,6 +516,7 @@ def run_loop(
     out_dir: Path | str | None = None,
     progress: Callable[[str], None] | None = None,
     promote: PromoteMode = "rule",
+    close_min_comparisons: int = 30,
     train_timeout_s: float = 3600.0,
     canary_timeout_s: float = 120.0,
     poll_s: float = 2.0,
@@ -528,6 +553,7 @@ def run_loop(
             "eval_concurrency": eval_concurrency,
             "eval_seeds": f"{seeds[0]}..{seeds[-1]}" if seeds else None,
             "promote": promote,
+            "close_min_comparisons": close_min_comparisons if promote == "close" else None,
             "train_timeout_s": train_timeout_s,
             "canary_timeout_s": canary_timeout_s,
             "simulate_options": {
@@ -652,14 +678,22 @@ def run_loop(
             # promotion by the loop (the server's rule may have acted during the votes)
             canary = op.policies().get("canary")
             rec.promotion = {"mode": promote, "canary_after_votes": canary, "action": None}
+            verb: str | None = None
+            why = f"closed loop, promote={promote}"
             if canary and promote in ("always", "never"):
                 verb = "promote" if promote == "always" else "retire"
+            elif canary and promote == "close":
                 try:
-                    op.call(
-                        "POST",
-                        f"/v1/admin/policies/{canary}/{verb}",
-                        {"reason": f"closed loop, promote={promote}"},
-                    )
+                    verdict = op.ratings().get("canary")
+                except ApiError as e:
+                    verdict = None
+                    rec.promotion["error"] = f"GET /v1/admin/policies/ratings failed: {e}"
+                rec.promotion["verdict"] = verdict
+                verb, why = close_verdict(str(canary), verdict, close_min_comparisons)
+                rec.promotion["reason"] = why
+            if canary and verb is not None:
+                try:
+                    op.call("POST", f"/v1/admin/policies/{canary}/{verb}", {"reason": why})
                     rec.promotion["action"] = f"{verb} {canary}"
                 except ApiError as e:
                     rec.promotion["action"] = f"{verb} {canary} failed: {e}"
