@@ -584,3 +584,41 @@ def test_kl_step_ends_the_round_once_the_policy_has_moved_that_far(
 
     off = train(0.0)
     assert off.steps == 3 and off.stopped is None and off.kl_moved is None
+
+
+def test_an_update_past_a_hard_edge_is_undone(sharp_model_dir: Path) -> None:
+    """kl_budget (to v0) and kl_step_max (to the round's start) undo the update that the
+    next rollouts find past them: the candidate is the policy from before that update."""
+    from dataclasses import replace
+
+    cfg = fast_cfg("rloo", prompts_per_round=6)
+
+    def train(**kw: float) -> tuple[PolicyResult, dict[str, torch.Tensor]]:
+        torch.manual_seed(0)  # the same random LoRA A matrices in every run
+        model, tok = load_policy(sharp_model_dir, None, cfg)
+        res = train_policy(
+            model, tok, PROMPTS, DirectionReward(model, tok), replace(cfg, **kw), seed=2
+        )
+        return res, lora_params(model)
+
+    free, _ = train()  # three batches, three steps; the KL to v0 each batch's rollouts saw
+    k = [row["kl_mean"] for row in free.history]
+    assert free.steps == 3 and len(k) == 3 and k[0] < k[1] < k[2], k
+    after_one, params_one = train(kl_step=1e-9)  # stops before batch 2: one update kept
+    assert after_one.steps == 1 and after_one.undone == 0
+
+    budget = (k[1] + k[2]) / 2  # batch 2's update takes the rollouts past it
+    res, params = train(kl_budget=budget)
+    assert res.stopped is not None and res.stopped.startswith("before batch 3 of 3")
+    assert f"kl_budget {budget:g}; batch 2's update undone" in res.stopped
+    assert res.steps == 1 and res.undone == 1
+    for name, value in params_one.items():  # the policy after batch 1, exactly
+        assert torch.equal(params[name], value), name
+
+    edge, params = train(kl_step_max=1e-9)  # batch 1's update already moved it too far
+    assert edge.stopped is not None and "kl_step_max 1e-09; batch 1's update undone" in edge.stopped
+    assert edge.steps == 0 and edge.undone == 1
+    torch.manual_seed(0)
+    model, _ = load_policy(sharp_model_dir, None, cfg)  # back at the start: a fresh adapter
+    for name, value in lora_params(model).items():
+        assert torch.equal(params[name], value), name

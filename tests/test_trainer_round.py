@@ -212,6 +212,18 @@ def test_the_gate_rejects_and_records_why(ctx: RoundContext) -> None:
         assert serving_version(s).name == "v0"  # type: ignore[union-attr]
 
 
+def test_a_round_whose_only_update_crossed_the_kl_budget_publishes_nothing(
+    ctx: RoundContext,
+) -> None:
+    seed(ctx.sessions, 300)
+    outcome = train_once(ctx, config("policy.kl_budget=0.0001"))
+    assert outcome.status is RunStatus.STOPPED
+    assert "kl_budget 0.0001; batch 1's update undone" in (outcome.reason or "")
+    assert "no update kept" in (outcome.reason or "")
+    with session_scope(ctx.sessions) as s:
+        assert [v.name for v in s.scalars(select(PolicyVersion))] == ["v0"]
+
+
 def test_a_round_killed_mid_step_leaves_nothing_registered(
     ctx: RoundContext, tmp_path: Path, talker_dir: Path
 ) -> None:

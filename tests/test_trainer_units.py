@@ -51,6 +51,8 @@ def test_config_file_then_overrides(tmp_path: Path) -> None:
         ("data.heldout_fraction=1.5", "heldout_fraction must be between"),
         ("policy.dpo_nll_weight=-1", "dpo_nll_weight must be 0"),
         ("policy.kl_step=-0.5", "kl_step must be 0"),
+        ("policy.kl_budget=-1", "kl_budget must be 0"),
+        ("policy.kl_step=2 policy.kl_step_max=1", "kl_step_max must not be below"),
         ("evaluation.min_length_ratio=0", "min_length_ratio must be in"),
         ("evaluation.min_length_ratio=1.5", "min_length_ratio must be in"),
         ("evaluation.max_length_ratio=0.5", "max_length_ratio at least 1"),
@@ -60,7 +62,7 @@ def test_config_file_then_overrides(tmp_path: Path) -> None:
 )
 def test_config_refuses_bad_values(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        load_config(None, [override])
+        load_config(None, override.split())
 
 
 def test_config_bad_file(tmp_path: Path) -> None:

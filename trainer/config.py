@@ -127,6 +127,18 @@ class PolicyConfig:
         "policy's KL to where this round started (the serving adapter) at this many nats "
         "per reply or more; the candidate is the policy that batch measured. 0: off.",
     )
+    kl_step_max: float = opt(
+        0.0,
+        "Hard edge of the trust region: a batch whose update took the policy this far or "
+        "farther from the round's start (as the next rollouts measure it) is undone, and "
+        "the candidate is the policy before that batch. 0: off.",
+    )
+    kl_budget: float = opt(
+        0.0,
+        "Hard cap on the rollouts' KL to the reference (v0), nats per reply: a batch whose "
+        "update took the policy past it is undone, and the round stops there. Set it below "
+        "evaluation.max_kl so a round stays inside the gate's budget. 0: off.",
+    )
     max_grad_norm: float = opt(1.0, "Gradient clipping.")
     micro_batch_size: int = opt(
         4,
@@ -251,6 +263,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError("policy.dpo_nll_weight must be 0 (off) or more")
     if cfg.policy.kl_step < 0:
         raise ConfigError("policy.kl_step must be 0 (off) or more")
+    if cfg.policy.kl_step_max < 0 or cfg.policy.kl_budget < 0:
+        raise ConfigError("policy.kl_step_max and policy.kl_budget must be 0 (off) or more")
+    if cfg.policy.kl_step_max and cfg.policy.kl_step_max < cfg.policy.kl_step:
+        raise ConfigError("policy.kl_step_max must not be below policy.kl_step")
     if not 0.0 < cfg.evaluation.min_length_ratio <= 1.0 <= cfg.evaluation.max_length_ratio:
         raise ConfigError(
             "evaluation.min_length_ratio must be in (0, 1] and max_length_ratio at least 1"

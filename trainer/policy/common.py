@@ -58,6 +58,7 @@ class PolicyResult:
     history: list[dict[str, float]] = field(default_factory=list)
     kl_moved: float | None = None  # KL to the round's start, last measured (kl_step on)
     stopped: str | None = None  # why the round stopped before its last batch
+    undone: int = 0  # optimizer steps taken and then undone (kl_step_max, kl_budget)
 
 
 @dataclass
@@ -202,6 +203,14 @@ class StartPoint:
         self.params = trainable_parameters(model)
         self.saved = [p.detach().clone() for p in self.params]
 
+    def restore(self, saved: list[torch.Tensor]) -> None:
+        with torch.no_grad():
+            for p, s in zip(self.params, saved, strict=True):
+                p.copy_(s)
+
+    def snapshot(self) -> list[torch.Tensor]:
+        return [p.detach().clone() for p in self.params]
+
     def kl(self, rollout: Rollout) -> float:
         """Mean per-reply KL(policy || start) on the rollout's samples (drawn from the
         policy): the rollout's own log-probs less the start weights' on the same tokens."""
@@ -245,7 +254,12 @@ def run(
     batches = prompt_batches(prompts, cfg, seed)
     total = len(batches) * learner.steps_per_batch
     result = PolicyResult(steps=0, rollouts=0)
-    start = StartPoint(model) if cfg.kl_step > 0 else None
+    measure_moved = cfg.kl_step > 0 or cfg.kl_step_max > 0
+    start = StartPoint(model) if measure_moved or cfg.kl_budget > 0 else None
+    # The weights before the last batch's update, and its step count, so that an update
+    # the next rollouts find past a hard edge (kl_step_max, kl_budget) can be undone.
+    before: list[torch.Tensor] | None = None
+    last_steps = 0
     done = 0
     try:
         for b, batch in enumerate(batches):
@@ -260,19 +274,34 @@ def run(
             )
             result.rollouts += len(rollout.samples)
             measured = rollout.metrics()
-            if start is not None and b > 0:
-                result.kl_moved = measured["kl_moved"] = start.kl(rollout)
-                if result.kl_moved >= cfg.kl_step:
+            if start is not None:
+                where = f"before batch {b + 1} of {len(batches)}"
+                if measure_moved and b > 0:
+                    result.kl_moved = measured["kl_moved"] = start.kl(rollout)
+                edge = _past_edge(cfg, measured, result.kl_moved if b > 0 else None)
+                if edge is not None and before is not None:
+                    start.restore(before)  # the candidate is the policy before that update
+                    result.steps -= last_steps
+                    result.undone += last_steps
+                    result.stopped = f"{where}: {edge}; batch {b}'s update undone"
+                elif edge is not None:  # the serving version itself is past the budget
+                    result.stopped = f"{where}: {edge}; no step taken"
+                elif cfg.kl_step > 0 and b > 0 and (result.kl_moved or 0.0) >= cfg.kl_step:
                     result.stopped = (
-                        f"before batch {b + 1} of {len(batches)}: KL to the round's start "
+                        f"{where}: KL to the round's start "
                         f"{result.kl_moved:.3f} >= kl_step {cfg.kl_step:g}"
                     )
+                if result.stopped:
                     result.history.append({**measured, "batch": float(b), "stepped": 0.0})
                     break
+                if cfg.kl_step_max > 0 or cfg.kl_budget > 0:
+                    before = start.snapshot()
             model.train()
+            last_steps = 0
             for metrics, stepped in learner.update(rollout):
                 done += 1
                 result.steps += int(stepped)
+                last_steps += int(stepped)
                 row = {**measured, **metrics, "batch": float(b), "stepped": float(stepped)}
                 result.history.append(row)
                 progress(done, total, row)
@@ -280,3 +309,14 @@ def run(
     finally:
         model.eval()
     return result
+
+
+def _past_edge(cfg: PolicyConfig, measured: dict[str, float], moved: float | None) -> str | None:
+    """Why the policy that drew this rollout is past a hard edge of the trust region (the
+    last update went too far), or None."""
+    if cfg.kl_step_max > 0 and moved is not None and moved >= cfg.kl_step_max:
+        return f"KL to the round's start {moved:.3f} >= kl_step_max {cfg.kl_step_max:g}"
+    ref = measured["kl_mean"]
+    if cfg.kl_budget > 0 and ref >= cfg.kl_budget:
+        return f"KL to the reference {ref:.3f} >= kl_budget {cfg.kl_budget:g}"
+    return None
