@@ -296,7 +296,8 @@ def test_two_round_smoke_loop_through_the_http_api(tmp_path: Path) -> None:
                 eval_samples=8,
                 out_dir=out,
                 progress=lines.append,
-                promote="always",
+                promote="close",
+                close_min_comparisons=5,
                 train_timeout_s=600,
                 poll_s=0.5,
                 users=6,
@@ -346,13 +347,22 @@ def test_two_round_smoke_loop_through_the_http_api(tmp_path: Path) -> None:
         if t["status"] == "succeeded":
             assert r["candidate"] == t["policy_version"]
             assert r["candidate_status"] in ("canary", "serving", "retired", "failed")
-    # promote="always": a canary after round 2's votes was promoted and is evaluated
+    # promote="close": a canary still waiting after round 2's votes was decided by its
+    # live record, as the server reported it, before round 2's training
     r2 = rounds[2]
-    if r2["promotion"]["canary_after_votes"]:
-        assert r2["promotion"]["action"] == f"promote {r2['promotion']['canary_after_votes']}"
-        assert r2["promotion"]["canary_after_votes"] in r2["promoted"]
-        assert r2["evaluation"]["serving"] == r2["promotion"]["canary_after_votes"]
-        assert r2["evaluation"]["reused_baseline"] is False
+    canary = r2["promotion"]["canary_after_votes"]
+    if canary:
+        verdict = r2["promotion"]["verdict"]
+        action, why = close_verdict(canary, verdict, 5)
+        assert r2["promotion"]["reason"] == why
+        if action is None:
+            assert r2["promotion"]["action"] is None
+        else:
+            assert r2["promotion"]["action"] == f"{action} {canary}"
+            assert canary in (r2["promoted"] if action == "promote" else r2["retired"])
+        if action == "promote":
+            assert r2["evaluation"]["serving"] == canary
+            assert r2["evaluation"]["reused_baseline"] is False
     assert all(not r["other_runs"] for r in rounds), "the schedule ran a round of its own"
     totals = data_json["totals"]
     assert totals["votes_recorded"] == 2 * VOTES

@@ -697,6 +697,8 @@ def run_loop(
                     rec.promotion["action"] = f"{verb} {canary}"
                 except ApiError as e:
                     rec.promotion["action"] = f"{verb} {canary} failed: {e}"
+            if canary and promote != "rule":
+                say(f"round {r}: {rec.promotion['action'] or 'no action'} ({why})")
             rec.wall_s["vote"] = round(time.monotonic() - t0, 3)
             say(f"round {r}: {result.votes}/{votes_per_round} votes in {result.elapsed_s:.0f} s")
 
