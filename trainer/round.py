@@ -246,7 +246,7 @@ def _phases(ctx: RoundContext, cfg: TrainConfig, rec: RunRecorder) -> RoundOutco
     }
     if result.stopped:
         rec.log(f"policy: stopped {result.stopped}")
-    if result.steps == 0 and result.stopped:  # a hard edge left nothing to publish
+    if result.steps == 0 and result.stopped:  # stopped early with no update kept
         raise StopRound(f"policy: stopped {result.stopped}: no update kept, no candidate")
 
     # -- evaluation --------------------------------------------------------------------

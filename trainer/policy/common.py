@@ -201,29 +201,26 @@ class StartPoint:
     def __init__(self, model: Any):
         self.model = model
         self.params = trainable_parameters(model)
-        self.saved = [p.detach().clone() for p in self.params]
+        self.saved = self.snapshot()
+
+    def snapshot(self) -> list[torch.Tensor]:
+        return [p.detach().clone() for p in self.params]
 
     def restore(self, saved: list[torch.Tensor]) -> None:
         with torch.no_grad():
             for p, s in zip(self.params, saved, strict=True):
                 p.copy_(s)
 
-    def snapshot(self) -> list[torch.Tensor]:
-        return [p.detach().clone() for p in self.params]
-
     def kl(self, rollout: Rollout) -> float:
         """Mean per-reply KL(policy || start) on the rollout's samples (drawn from the
         policy): the rollout's own log-probs less the start weights' on the same tokens."""
-        current = [p.detach().clone() for p in self.params]
+        current = self.snapshot()
         try:
+            self.restore(self.saved)
             with torch.no_grad():
-                for p, s in zip(self.params, self.saved, strict=True):
-                    p.copy_(s)
                 start = completion_logprobs(self.model, rollout.samples, SCORE_BATCH)
         finally:
-            with torch.no_grad():
-                for p, c in zip(self.params, current, strict=True):
-                    p.copy_(c)
+            self.restore(current)
         per_reply = [float((a - b).sum()) for a, b in zip(rollout.logp, start, strict=True)]
         return sum(per_reply) / len(per_reply)
 

@@ -670,9 +670,12 @@ def run_loop(
                 report.rounds.append(rec)
                 say(report.stop_reason)
                 break
+            say(f"round {r}: {result.votes}/{votes_per_round} votes in {result.elapsed_s:.0f} s")
             rec.thumbs = thumbs_table(result.per_version)
+            ratings: dict[str, Any] | None = None
             try:
-                rec.server_ratings = list(op.ratings().get("ratings") or [])
+                ratings = op.ratings()
+                rec.server_ratings = list(ratings.get("ratings") or [])
             except ApiError as e:
                 rec.why("server_ratings", f"GET /v1/admin/policies/ratings failed: {e}")
             # promotion by the loop (the server's rule may have acted during the votes)
@@ -683,11 +686,9 @@ def run_loop(
             if canary and promote in ("always", "never"):
                 verb = "promote" if promote == "always" else "retire"
             elif canary and promote == "close":
-                try:
-                    verdict = op.ratings().get("canary")
-                except ApiError as e:
-                    verdict = None
-                    rec.promotion["error"] = f"GET /v1/admin/policies/ratings failed: {e}"
+                verdict = ratings.get("canary") if ratings is not None else None
+                if ratings is None:
+                    rec.promotion["error"] = rec.nulls["server_ratings"]
                 rec.promotion["verdict"] = verdict
                 verb, why = close_verdict(str(canary), verdict, close_min_comparisons)
                 rec.promotion["reason"] = why
@@ -700,7 +701,6 @@ def run_loop(
             if canary and promote != "rule":
                 say(f"round {r}: {rec.promotion['action'] or 'no action'} ({why})")
             rec.wall_s["vote"] = round(time.monotonic() - t0, 3)
-            say(f"round {r}: {result.votes}/{votes_per_round} votes in {result.elapsed_s:.0f} s")
 
             # 2. train
             t0 = time.monotonic()
