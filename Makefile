@@ -10,7 +10,7 @@ test:
 	@scripts/test.sh
 
 lint:
-	.venv/bin/ruff check service trainer tests
+	.venv/bin/ruff check store service trainer loopchat harness tests
 	.venv/bin/mypy
 
 bench-serve:

@@ -4,7 +4,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 echo "[test] ruff"
-.venv/bin/ruff check service trainer tests || exit 1
+.venv/bin/ruff check store service trainer loopchat harness tests || exit 1
 echo "[test] mypy"
 .venv/bin/mypy || exit 1
 if [ -f frontend/package.json ]; then

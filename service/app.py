@@ -30,8 +30,6 @@ from service.api import (
 from service.api.openapi import document_errors
 from service.chat.engines.base import Engine
 from service.chat.engines.factory import build_engine
-from service.db.migrate import upgrade
-from service.db.session import make_engine, make_session_factory
 from service.errors import Busy, LoopchatError, error_body, from_exception, status_type
 from service.identity.auth import Authenticator, resolve_secrets
 from service.identity.credentials import CookieSigner
@@ -43,6 +41,8 @@ from service.runtime import Runtime
 from service.settings import Settings
 from service.validation import describe_errors, first_param
 from service.web import default_dist, mount_web
+from store.db.migrate import upgrade
+from store.db.session import make_engine, make_session_factory
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.chat.engines.base import Engine, Sampling
 from service.chat.service import ChatService, Limits
 from service.chat.tokenizer import ChatTokenizer
-from service.db import repository
-from service.db.session import session_scope
 from service.errors import NotReady, RateLimited
 from service.feedback.comparisons import ComparisonService
 from service.identity.auth import Authenticator
@@ -27,6 +25,8 @@ from service.identity.ratelimit import RateLimiter, retry_after_seconds
 from service.metrics import Metrics
 from service.policies.registry import PolicyRegistry
 from service.settings import Settings
+from store.db import repository
+from store.db.session import session_scope
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from store.settings import StoreSettings
 
 
 class EngineKind(StrEnum):
@@ -16,22 +18,18 @@ class EngineKind(StrEnum):
     TRANSFORMERS = "transformers"
 
 
-class Settings(BaseSettings):
-    """Every setting is a `LOOPCHAT_*` environment variable; an env file may hold them too."""
+class Settings(StoreSettings):
+    """The server's settings, on top of the store's (data dir, database, admin token, address).
+
+    Every setting is a `LOOPCHAT_*` environment variable; an env file may hold them too.
+    """
 
     model_config = SettingsConfigDict(
         env_prefix="LOOPCHAT_", env_file=None, extra="ignore", validate_default=True
     )
 
-    data_dir: Path = Field(Path("./data"), description="Database file, models, artifacts.")
-    database_url: str = Field("", description="SQLAlchemy URL; default SQLite in data_dir.")
     engine: EngineKind = Field(EngineKind.AUTO, description="auto picks vLLM when importable.")
     model: Path | None = Field(None, description="Model directory; default the bundled one.")
-    admin_token: str = Field(
-        "", description="Bearer token for /v1/admin/; empty: generated into data_dir/admin_token."
-    )
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=1, le=65535)
     model_alias: str = Field("loopchat", description="Public model name prefix: loopchat@v3.")
 
     # Request limits, enforced before anything reaches the engine.
@@ -97,29 +95,10 @@ class Settings(BaseSettings):
     vote_burst: int = Field(60, ge=1, description="Votes a user may send at once.")
     max_comment_chars: int = Field(2000, ge=1)
 
-    @field_validator("database_url")
-    @classmethod
-    def _strip(cls, v: str) -> str:
-        return v.strip()
-
-    @property
-    def resolved_database_url(self) -> str:
-        if self.database_url:
-            return self.database_url
-        return f"sqlite:///{(self.data_dir / 'loopchat.db').resolve()}"
-
-    @property
-    def models_dir(self) -> Path:
-        return self.data_dir / "models"
-
     @property
     def engine_work_dir(self) -> Path:
         """Merged weights and relative adapters the engine writes (rebuildable)."""
         return self.data_dir / "engine"
-
-    @property
-    def artifacts_dir(self) -> Path:
-        return self.data_dir / "artifacts"
 
     @property
     def resolved_model_dir(self) -> Path:

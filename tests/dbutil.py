@@ -8,9 +8,9 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from service.db.models import Generation, GenerationStatus, PolicyVersion
-from service.db.session import make_engine
-from service.domain import VersionKind, VersionStatus
+from store.db.models import Generation, GenerationStatus, PolicyVersion
+from store.db.session import make_engine
+from store.domain import VersionKind, VersionStatus
 
 T = TypeVar("T")
 

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from service.chat.engines.base import Delta, EngineError, EngineInfo, Sampling, VersionSpec
-from service.domain import VersionKind
+from store.domain import VersionKind
 
 TINY_CACHE = Path(__file__).resolve().parent.parent / ".cache" / "tiny-smollm2"
 
@@ -33,7 +33,7 @@ def _build(out: Path) -> None:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from service.modelstore import bundled_gguf
+    from store.modelstore import bundled_gguf
 
     gguf = bundled_gguf()
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)

@@ -9,8 +9,8 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from service.db.models import Generation, GenerationStatus, PolicyVersion
-from service.db.session import make_engine
+from store.db.models import Generation, GenerationStatus, PolicyVersion
+from store.db.session import make_engine
 
 CHAT = "/v1/chat/completions"
 HELLO = [{"role": "user", "content": "Say hello."}]

@@ -184,7 +184,7 @@ async def test_client_disconnect_mid_stream_stores_cut_off(
     tmp_path: Any, tiny_model_dir: Any
 ) -> None:
     """The client drops an SSE stream: the row says cut_off and the engine slot is free."""
-    from service.db.models import GenerationStatus
+    from store.db.models import GenerationStatus
 
     engine = FakeEngine(" ".join(f"w{i}" for i in range(200)), delay=0.02)
     async with live_server(tmp_path, tiny_model_dir, engine) as (base, db):
@@ -207,7 +207,7 @@ async def test_client_disconnect_mid_stream_stores_cut_off(
 async def test_client_disconnect_without_streaming_cancels_the_work(
     tmp_path: Any, tiny_model_dir: Any
 ) -> None:
-    from service.db.models import GenerationStatus
+    from store.db.models import GenerationStatus
 
     engine = FakeEngine(" ".join(f"w{i}" for i in range(200)), delay=0.02)
     async with live_server(tmp_path, tiny_model_dir, engine) as (base, db):

@@ -190,7 +190,7 @@ def test_times_read_back_from_sqlite_have_a_utc_offset(make_client: Any, tmp_pat
 def test_the_web_apps_schema_copy_is_current() -> None:
     """The web app's client is generated from frontend/openapi.json: it must be this API's.
 
-    When this fails: `.venv/bin/python -m service openapi -o frontend/openapi.json` and
+    When this fails: `.venv/bin/python -m loopchat openapi -o frontend/openapi.json` and
     `cd frontend && npm run gen:api`.
     """
     import json

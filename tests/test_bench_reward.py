@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from service.cli import main
+from loopchat.cli import main
 
 
 def _rows(out: str) -> list[list[str]]:

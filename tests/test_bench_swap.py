@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from service.bench.swap import (
+from harness.bench.swap import (
     ModeResult,
     PhaseStats,
     Reply,
@@ -22,7 +22,7 @@ from service.bench.swap import (
     summarize,
     version_problem,
 )
-from service.cli import build_parser
+from loopchat.cli import build_parser
 
 OLD, NEW = "loopchat@v1", "loopchat@v2"
 # notify at 10, canary at 10.5, promote sent at 10.6 and returned at 10.8

@@ -12,10 +12,12 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from service.cli import main
-from service.db import repository
-from service.db.migrate import upgrade
-from service.db.models import (
+from loopchat.cli import main
+from service.identity import store
+from service.identity.credentials import hash_key, pseudonym
+from store.db import repository
+from store.db.migrate import upgrade
+from store.db.models import (
     ApiKey,
     Comparison,
     ComparisonChoice,
@@ -24,9 +26,7 @@ from service.db.models import (
     User,
     UserKind,
 )
-from service.db.session import make_engine, make_session_factory, session_scope
-from service.identity import store
-from service.identity.credentials import hash_key, pseudonym
+from store.db.session import make_engine, make_session_factory, session_scope
 from tests.dbutil import fetch, generation_row, lora_version
 from tests.fakes import FakeEngine
 from tests.test_api_chat import CHAT, HELLO

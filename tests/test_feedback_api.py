@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from service.db.models import Comparison, Generation, GenerationStatus, Rating, User, UserKind
+from store.db.models import Comparison, Generation, GenerationStatus, Rating, User, UserKind
 from tests.conftest import ADMIN
 from tests.dbutil import count, fetch
 from tests.fakes import FakeEngine

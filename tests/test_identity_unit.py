@@ -13,12 +13,12 @@ import pytest
 from service.identity.credentials import (
     CookieSigner,
     hash_key,
-    load_or_create_secret,
     new_api_key,
     pseudonym,
     shown_prefix,
 )
 from service.identity.ratelimit import RateLimiter, retry_after_seconds
+from store.secrets import load_or_create_secret
 
 SECRET = "unit-test-secret"
 DAY = 86_400

@@ -20,8 +20,8 @@ from typing import Any
 import httpx
 import pytest
 
-from service.db.models import Comparison, Rating
 from service.settings import Settings
+from store.db.models import Comparison, Rating
 from tests.conftest import ADMIN, ADMIN_TOKEN
 from tests.dbutil import count, fetch
 from tests.fakes import FakeEngine

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import Session
 
-from service.db.models import Comparison, ComparisonChoice, PolicyVersion, Rating
-from service.db.session import make_engine
-from service.domain import VersionKind, VersionStatus
 from service.policies import lifecycle
 from service.policies.lifecycle import IllegalTransition
+from store.db.models import Comparison, ComparisonChoice, PolicyVersion, Rating
+from store.db.session import make_engine
+from store.domain import VersionKind, VersionStatus
 from tests.dbutil import HI, fetch, generation_row
 from tests.fakes import FakeEngine
 

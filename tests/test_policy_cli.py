@@ -9,9 +9,9 @@ from typing import Any
 import httpx
 import pytest
 
-from service.cli import main
-from service.db.models import PolicyVersion
+from loopchat.cli import main
 from service.settings import Settings
+from store.db.models import PolicyVersion
 from tests.conftest import ADMIN, ADMIN_TOKEN
 from tests.dbutil import fetch
 from tests.fakes import FakeEngine

@@ -9,9 +9,9 @@ import pytest
 import sqlalchemy as sa
 from pydantic import ValidationError
 
-from service.cli import main
-from service.db.models import PolicyVersion
+from loopchat.cli import main
 from service.settings import EngineKind, Settings, load_settings
+from store.db.models import PolicyVersion
 
 
 def test_env_and_env_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

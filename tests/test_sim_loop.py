@@ -1,4 +1,4 @@
-"""The closed loop (trainer/simulation/loop.py) and its report (report.py).
+"""The closed loop (harness/simulation/loop.py) and its report (report.py).
 
 Unit tests of the pure parts run without a server. The smoke loop runs 2 rounds on the
 tiny talker end to end through the HTTP API only: a real server in this process, a real
@@ -19,12 +19,8 @@ from typing import Any
 
 import pytest
 
-from service.settings import Settings
-from tests.conftest import ADMIN_TOKEN
-from tests.fakes import build_tiny_talker, good_share
-from tests.servers import running_server
-from trainer.simulation import loop as loop_module
-from trainer.simulation.loop import (
+from harness.simulation import loop as loop_module
+from harness.simulation.loop import (
     PHASES,
     Evaluation,
     LoopReport,
@@ -38,9 +34,13 @@ from trainer.simulation.loop import (
     thumbs_table,
     totals_of,
 )
-from trainer.simulation.prompts import load_prompts
-from trainer.simulation.report import PLOTS, replot, write_report
-from trainer.simulation.run import VersionStats
+from harness.simulation.prompts import load_prompts
+from harness.simulation.report import PLOTS, replot, write_report
+from harness.simulation.run import VersionStats
+from service.settings import Settings
+from tests.conftest import ADMIN_TOKEN
+from tests.fakes import build_tiny_talker, good_share
+from tests.servers import running_server
 
 
 def test_gold_win_rate_counts_ties_as_half() -> None:
@@ -276,7 +276,7 @@ def test_two_round_smoke_loop_through_the_http_api(tmp_path: Path) -> None:
             "LOOPCHAT_MODEL": str(talker),
             "LOOPCHAT_ADMIN_TOKEN": ADMIN_TOKEN,
         }
-        argv = [sys.executable, "-m", "service", "train", "--schedule"]
+        argv = [sys.executable, "-m", "loopchat", "train", "--schedule"]
         for item in [*TRAIN_SET, f"notify_url={base}"]:
             argv += ["--set", item]
         # The trainer's log goes to a file: an unread pipe fills up and blocks its logging.

@@ -15,17 +15,8 @@ from typing import Any
 
 import pytest
 
-from service.chat.engines.base import Delta, Sampling
-from service.cli import main
-from service.db.models import ApiKey, Comparison, Generation, Rating, TrainingRun, User, UserKind
-from service.feedback import reasons as tags
-from service.settings import Settings
-from tests.conftest import ADMIN_TOKEN
-from tests.dbutil import count, fetch
-from tests.fakes import FakeEngine
-from tests.servers import running_server
-from trainer.simulation import SimulatedUser, SimulationError, load_gold, load_prompts, simulate
-from trainer.simulation.gold import (
+from harness.simulation import SimulatedUser, SimulationError, load_gold, load_prompts, simulate
+from harness.simulation.gold import (
     GoldSpecError,
     answers_number,
     concise,
@@ -36,7 +27,16 @@ from trainer.simulation.gold import (
     warm,
     with_reasons,
 )
-from trainer.simulation.prompts import KINDS, PromptFileError, parse_prompts
+from harness.simulation.prompts import KINDS, PromptFileError, parse_prompts
+from loopchat.cli import main
+from service.chat.engines.base import Delta, Sampling
+from service.feedback import reasons as tags
+from service.settings import Settings
+from store.db.models import ApiKey, Comparison, Generation, Rating, TrainingRun, User, UserKind
+from tests.conftest import ADMIN_TOKEN
+from tests.dbutil import count, fetch
+from tests.fakes import FakeEngine
+from tests.servers import running_server
 
 N = 4000  # draws per statistical check
 
@@ -164,7 +164,7 @@ def test_shipped_golds_give_reasons_the_server_accepts() -> None:
 def test_load_gold_plugs_in_a_function_the_project_does_not_ship() -> None:
     gold = load_gold("tests.test_simulation:my_gold")
     assert gold is my_gold and gold("q", "zebra") == 1.0
-    assert load_gold("trainer.simulation.gold:concise") is concise
+    assert load_gold("harness.simulation.gold:concise") is concise
     assert load_gold("concise") is concise  # shipped shorthand
     user = SimulatedUser(gold, random.Random(0), flip_rate=0.0)
     assert user.compare("q", "a zebra", "a horse") == "a"
@@ -321,7 +321,7 @@ def test_simulate_through_http_stores_exactly_what_it_reports(server: Any) -> No
     result = simulate(
         base,
         votes=40,
-        gold="trainer.simulation.gold:concise",
+        gold="harness.simulation.gold:concise",
         flip_rate=0.25,
         comparison_share=0.5,
         users=4,
@@ -399,7 +399,7 @@ def test_failed_requests_are_counted_and_replaced_not_fatal(server: Any) -> None
 def test_the_loop_stops_when_the_votes_do_and_trains_on_nothing(
     server: Any, tmp_path: Path
 ) -> None:
-    from trainer.simulation.loop import run_loop
+    from harness.simulation.loop import run_loop
 
     base, db = server
     lines: list[str] = []
@@ -430,7 +430,7 @@ def test_the_loop_stops_when_the_votes_do_and_trains_on_nothing(
 
 @pytest.mark.parametrize("server", [{"dead_after": 0}], indirect=True)
 def test_the_loop_refuses_to_start_without_a_baseline(server: Any) -> None:
-    from trainer.simulation.loop import LoopError, run_loop
+    from harness.simulation.loop import LoopError, run_loop
 
     base, db = server
     with pytest.raises(LoopError, match="v0 answered none of the 3 held-out prompts"):

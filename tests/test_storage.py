@@ -10,11 +10,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.exc import IntegrityError
 
-from service.db import repository
-from service.db.migrate import downgrade, upgrade
-from service.db.models import Base, Generation, Rating, User, UserKind
-from service.db.session import make_engine, make_session_factory, session_scope
-from service.domain import VersionStatus
+from store.db import repository
+from store.db.migrate import downgrade, upgrade
+from store.db.models import Base, Generation, Rating, User, UserKind
+from store.db.session import make_engine, make_session_factory, session_scope
+from store.domain import VersionStatus
 from tests.dbutil import generation_row
 
 TABLES = {

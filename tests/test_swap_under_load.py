@@ -1,4 +1,4 @@
-"""Hot swaps under load on a real `python -m service serve` with the vLLM engine (tiny model).
+"""Hot swaps under load on a real `python -m loopchat serve` with the vLLM engine (tiny model).
 
 16 streaming clients chat without pause while three versions are announced, canaried
 and promoted (merged mode: each is merged into the engine's weights) and one is rolled
@@ -23,8 +23,8 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from service.db.models import PolicyVersion
-from service.domain import VersionKind, VersionStatus
+from store.db.models import PolicyVersion
+from store.domain import VersionKind, VersionStatus
 from tests.conftest import ADMIN, ADMIN_TOKEN
 from tests.test_e2e_server import Server
 

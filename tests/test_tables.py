@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from trainer.tables import cell, pipe_table
+from harness.tables import cell, pipe_table
 
 
 def test_cell_formats_floats_and_marks_missing_values() -> None:
@@ -18,7 +18,7 @@ def test_pipe_table_has_a_rule_per_column_and_a_line_per_row() -> None:
 
 
 def test_bench_train_table_puts_each_phase_and_metric_in_its_column() -> None:
-    from trainer.bench import PHASES, BenchRow, render
+    from harness.bench.train import PHASES, BenchRow, render
     from trainer.config import TrainConfig
 
     row = BenchRow(

@@ -503,7 +503,7 @@ async def test_saved_adapter_serves_in_the_transformers_engine(
 ) -> None:
     from service.chat.engines.base import Sampling, VersionSpec
     from service.chat.engines.transformers_engine import TransformersEngine
-    from service.domain import VersionKind
+    from store.domain import VersionKind
 
     save_adapter(rloo.model, tmp_path / "v1")
     want = sample(rloo.model, rloo.tokenizer, PROMPTS[:1], 1, max_new_tokens=6, temperature=0)[0]

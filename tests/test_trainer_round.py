@@ -22,15 +22,15 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.db.migrate import upgrade
-from service.db.models import PolicyVersion, RewardModel, RunStatus, TrainingRun
-from service.db.repository import ensure_base_version, serving_version
-from service.db.session import make_engine, make_session_factory, session_scope
-from service.domain import VersionStatus
+from harness.synthetic import seed_votes
+from store.db.migrate import upgrade
+from store.db.models import PolicyVersion, RewardModel, RunStatus, TrainingRun
+from store.db.repository import ensure_base_version, serving_version
+from store.db.session import make_engine, make_session_factory, session_scope
+from store.domain import VersionStatus
 from tests.fakes import TALK_PROMPTS, build_tiny_talker, good_share, talk_reply
 from trainer.config import TrainConfig, load_config
 from trainer.round import RoundContext, train_once
-from trainer.synthetic import seed_votes
 
 # Bounded well above their time alone (the first also builds the tiny talker, about a
 # minute): on a loaded 2-core machine a round here takes several times longer.
@@ -231,7 +231,7 @@ def test_a_round_killed_mid_step_leaves_nothing_registered(
     env = {**os.environ, "LOOPCHAT_DATA_DIR": str(tmp_path), "LOOPCHAT_MODEL": str(talker_dir)}
     sets = [a for s in [*TINY, "policy.prompts_per_round=400"] for a in ("--set", s)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "service", "train", "--once", *sets],
+        [sys.executable, "-m", "loopchat", "train", "--once", *sets],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.db import repository
-from service.db.migrate import upgrade
-from service.db.models import (
+from store.db import repository
+from store.db.migrate import upgrade
+from store.db.models import (
     Comparison,
     ComparisonChoice,
     Generation,
@@ -24,7 +24,7 @@ from service.db.models import (
     UserKind,
     new_id,
 )
-from service.db.session import make_engine, make_session_factory, session_scope
+from store.db.session import make_engine, make_session_factory, session_scope
 from tests.dbutil import generation_row, lora_version
 from trainer.records import Snapshot, messages
 from trainer.snapshot import count_events, last_vote_at, take_snapshot

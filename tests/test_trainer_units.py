@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import sessionmaker
 
-from service.db.migrate import upgrade
-from service.db.models import PolicyVersion, RunStatus, TrainingRun
-from service.db.session import make_engine, make_session_factory, session_scope
-from service.domain import VersionKind, VersionStatus
-from service.fsutil import atomic_dir
+from store.db.migrate import upgrade
+from store.db.models import PolicyVersion, RunStatus, TrainingRun
+from store.db.session import make_engine, make_session_factory, session_scope
+from store.domain import VersionKind, VersionStatus
+from store.fsutil import atomic_dir
 from trainer import publish
 from trainer.config import ConfigError, EvalConfig, ScheduleConfig, describe, load_config
 from trainer.gate import EvalSummary, gate
@@ -313,7 +313,7 @@ def test_notify_server_reports_failure_without_raising() -> None:
 
 
 def test_train_command_line(capsys: pytest.CaptureFixture[str]) -> None:
-    from service.cli import main
+    from loopchat.cli import main
 
     assert main(["train", "--show-config", "--set", "policy.algorithm=ppo"]) == 0
     out = capsys.readouterr().out

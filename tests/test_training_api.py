@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from service.db.models import RunStatus
-from service.db.session import make_engine, make_session_factory
+from store.db.models import RunStatus
+from store.db.session import make_engine, make_session_factory
 from trainer.config import TrainConfig
 from trainer.round import RoundContext
 from trainer.scheduler import Schedule
@@ -46,8 +46,8 @@ def test_queue_a_round_and_watch_it(make_client: Any, tmp_path: Path) -> None:
 
 
 def test_the_run_list_summarises_each_round(make_client: Any, tmp_path: Path) -> None:
-    from service.db.models import TrainingRun
-    from service.db.session import session_scope
+    from store.db.models import TrainingRun
+    from store.db.session import session_scope
 
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     client = make_client(url)
@@ -130,10 +130,10 @@ def test_schedule_process_runs_a_queued_round_and_stops_on_sigterm(
 
     from sqlalchemy import select
 
-    from service.db.migrate import upgrade
-    from service.db.models import TrainingRun
-    from service.db.repository import ensure_base_version
-    from service.db.session import session_scope
+    from store.db.migrate import upgrade
+    from store.db.models import TrainingRun
+    from store.db.repository import ensure_base_version
+    from store.db.session import session_scope
 
     engine = make_engine(f"sqlite:///{tmp_path / 'loopchat.db'}")
     upgrade(engine)
@@ -146,7 +146,7 @@ def test_schedule_process_runs_a_queued_round_and_stops_on_sigterm(
         [
             sys.executable,
             "-m",
-            "service",
+            "loopchat",
             "train",
             "--schedule",
             "--set",
@@ -190,7 +190,7 @@ def test_a_trainer_started_by_run_stops_when_run_is_killed(tmp_path: Path) -> No
 
     parent_code = (  # `loopchat run`'s own way of starting its trainer
         "import argparse, time\n"
-        "from service.cli import _trainer_process\n"
+        "from loopchat.cli import _trainer_process\n"
         "args = argparse.Namespace(env_file=None, train_config=None,\n"
         "                          train_set=['schedule.poll_seconds=0.5'])\n"
         "print(_trainer_process(args).pid, flush=True)\n"

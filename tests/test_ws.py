@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from service.db.models import GenerationStatus
+from store.db.models import GenerationStatus
 from tests.fakes import FakeEngine
 from tests.test_api_chat import HELLO, rows
 

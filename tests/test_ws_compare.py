@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-from service.db.models import Comparison, ComparisonChoice, Generation, GenerationStatus
+from store.db.models import Comparison, ComparisonChoice, Generation, GenerationStatus
 from tests.dbutil import count, fetch
 from tests.fakes import FakeEngine
 from tests.test_api_chat import HELLO

@@ -9,11 +9,10 @@ import signal
 import sys
 from types import FrameType
 
-from service.db.migrate import upgrade
-from service.db.models import RunStatus
-from service.db.session import make_engine, make_session_factory
-from service.identity.auth import resolve_secrets
-from service.settings import Settings
+from store.db.migrate import upgrade
+from store.db.models import RunStatus
+from store.db.session import make_engine, make_session_factory
+from store.settings import StoreSettings
 from trainer.config import PARENT_ENV, TrainConfig
 from trainer.lock import LockBusy
 from trainer.round import RoundContext, train_once
@@ -31,11 +30,11 @@ EXIT = {
 }
 
 
-def run_trainer(settings: Settings, cfg: TrainConfig, *, schedule: bool) -> int:
+def run_trainer(settings: StoreSettings, cfg: TrainConfig, *, schedule: bool) -> int:
     """Exit code: 0 when the round ended as designed (candidate, rejected or stopped with a
     reason), 1 when it failed, 3 when another round holds the lock."""
     if not cfg.notify_url:
-        cfg.notify_url = f"http://{settings.host}:{settings.port}"
+        cfg.notify_url = settings.server_url
     db = make_engine(settings.resolved_database_url)
     try:
         upgrade(db)
@@ -43,7 +42,7 @@ def run_trainer(settings: Settings, cfg: TrainConfig, *, schedule: bool) -> int:
             sessions=make_session_factory(db),
             artifacts=settings.artifacts_dir.resolve(),
             data_dir=settings.data_dir.resolve(),
-            admin_token=resolve_secrets(settings).admin_token,
+            admin_token=settings.resolved_admin_token(),
         )
         if not schedule:
             try:

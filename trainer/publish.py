@@ -20,8 +20,8 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.db.models import PolicyVersion, RewardModel
-from service.domain import VersionKind, VersionStatus
+from store.db.models import PolicyVersion, RewardModel
+from store.domain import VersionKind, VersionStatus
 
 log = logging.getLogger(__name__)
 

@@ -25,11 +25,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.db import repository
-from service.db.models import PolicyVersion, RunStatus, TrainingRun
-from service.db.session import session_scope
-from service.domain import VersionKind, VersionStatus
-from service.fsutil import atomic_dir
+from store.db import repository
+from store.db.models import PolicyVersion, RunStatus, TrainingRun
+from store.db.session import session_scope
+from store.domain import VersionKind, VersionStatus
+from store.fsutil import atomic_dir
 from trainer import publish
 from trainer.config import TrainConfig, as_dict
 from trainer.data import build_round_data, split_halves, stop_reason

@@ -17,8 +17,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.db.models import RunStatus, TrainingRun
-from service.db.session import session_scope
+from store.db.models import RunStatus, TrainingRun
+from store.db.session import session_scope
 
 log = logging.getLogger("loopchat.trainer")
 

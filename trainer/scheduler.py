@@ -19,8 +19,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.db.models import TrainingRun
-from service.db.session import session_scope
+from store.db.models import TrainingRun
+from store.db.session import session_scope
 from trainer.config import ScheduleConfig, TrainConfig
 from trainer.lock import LockBusy
 from trainer.round import RoundContext, RoundOutcome, train_once

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session, aliased
 
-from service.db.models import (
+from store.db.models import (
     Comparison,
     ComparisonChoice,
     Generation,
@@ -25,7 +25,7 @@ from service.db.models import (
     PolicyVersion,
     Rating,
 )
-from service.feedback.export import FINISHED, as_utc
+from store.votes import FINISHED, as_utc
 from trainer.records import ComparisonVote, Messages, RatingVote, Reply, Snapshot, messages
 
 BATCH_ROWS = 500

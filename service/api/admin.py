@@ -13,7 +13,6 @@ from pydantic import BaseModel, Field
 
 from service.api.deps import RuntimeDep, operator
 from service.api.openapi import OPERATOR, errors
-from service.db.session import session_scope
 from service.errors import InvalidValue, NotFound
 from service.feedback.export import ExportFilter, ExportFormat, export_lines
 from service.feedback.stats import feedback_stats
@@ -21,6 +20,7 @@ from service.identity import store
 from service.identity.store import KeyInfo
 from service.protocol.admin import StatsOut
 from service.protocol.types import UtcDatetime
+from store.db.session import session_scope
 
 router = APIRouter(
     prefix="/v1/admin", tags=["admin"], dependencies=[Depends(operator)], responses=OPERATOR

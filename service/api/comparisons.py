@@ -10,7 +10,6 @@ from service.api.cancellation import cancel_on_disconnect
 from service.api.deps import ComparisonsDep, RuntimeDep, UserDep, VoterDep
 from service.api.openapi import CALLER, errors
 from service.chat.service import ChatResult
-from service.db.session import session_scope
 from service.feedback import comparisons
 from service.feedback.comparisons import ComparisonPlan, ComparisonView, SideView
 from service.protocol.feedback import (
@@ -19,6 +18,7 @@ from service.protocol.feedback import (
     ComparisonSideOut,
     VoteRequest,
 )
+from store.db.session import session_scope
 
 router = APIRouter(tags=["feedback"], responses=CALLER)
 

@@ -9,7 +9,6 @@ from fastapi import APIRouter, Query, Response
 from service.api.deps import RuntimeDep, UserDep
 from service.api.openapi import CALLER, errors
 from service.conversations import store
-from service.db.session import in_session
 from service.protocol.conversations import (
     ConversationDetail,
     ConversationIn,
@@ -19,6 +18,7 @@ from service.protocol.conversations import (
     MessageOut,
 )
 from service.runtime import Runtime
+from store.db.session import in_session
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"], responses=CALLER)
 NOT_FOUND = errors(404)

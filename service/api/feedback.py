@@ -6,10 +6,10 @@ from fastapi import APIRouter, Response
 
 from service.api.deps import RuntimeDep, UserDep, VoterDep
 from service.api.openapi import CALLER, errors
-from service.db.session import session_scope
 from service.feedback import ratings, reasons
 from service.feedback.ratings import RatingView
 from service.protocol.feedback import FeedbackRequest, RatingOut, ReasonsOut
+from store.db.session import session_scope
 
 router = APIRouter(tags=["feedback"])
 

@@ -10,8 +10,6 @@ from fastapi import APIRouter, Depends, Query
 
 from service.api.deps import RuntimeDep, operator
 from service.api.openapi import OPERATOR, errors
-from service.db.session import in_session
-from service.domain import VersionStatus
 from service.policies import store
 from service.policies.lifecycle import Actor
 from service.policies.ratings import Interval, rate_versions
@@ -29,6 +27,8 @@ from service.protocol.policies import (
     VersionRatingOut,
 )
 from service.runtime import Runtime
+from store.db.session import in_session
+from store.domain import VersionStatus
 
 router = APIRouter(
     prefix="/v1/admin/policies",

@@ -11,10 +11,10 @@ from sqlalchemy import select
 
 from service.api.deps import RuntimeDep, operator
 from service.api.openapi import OPERATOR, errors
-from service.db.models import PolicyVersion, RunStatus, TrainingRun
-from service.db.session import session_scope
 from service.errors import NotFound
 from service.protocol.training import RunDetail, RunOut, RunSummary
+from store.db.models import PolicyVersion, RunStatus, TrainingRun
+from store.db.session import session_scope
 
 router = APIRouter(
     prefix="/v1/admin", tags=["admin"], dependencies=[Depends(operator)], responses=OPERATOR

@@ -39,7 +39,6 @@ from service.api.comparisons import view_out
 from service.api.deps import authenticate, get_runtime
 from service.chat.service import ChatResult, ChatService, ChoiceDelta, PreparedChat
 from service.conversations import store as conversations
-from service.db.session import session_scope
 from service.errors import (
     BadRequest,
     InvalidValue,
@@ -53,6 +52,7 @@ from service.protocol.chat import ChatCompletionRequest
 from service.protocol.feedback import ComparisonRequest, VoteRequest
 from service.runtime import Runtime
 from service.validation import describe_errors, first_param
+from store.db.session import session_scope
 
 router = APIRouter(tags=["chat"])
 

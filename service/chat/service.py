@@ -22,12 +22,12 @@ from typing import Protocol
 
 from service.chat.engines.base import Delta, Engine, EngineUnavailable, Sampling
 from service.chat.tokenizer import ChatTokenizer
-from service.db.models import GenerationStatus
-from service.db.repository import GenerationRecord
 from service.errors import BadRequest, ContextTooLong, EngineFailure, NotReady
 from service.metrics import Metrics
 from service.policies.registry import LiveVersion, PolicyRegistry
 from service.protocol.chat import ChatCompletionRequest, SamplingFields
+from store.db.models import GenerationStatus
+from store.db.repository import GenerationRecord
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from datetime import datetime
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from service.db.models import Conversation, Generation, Message, PolicyVersion, Rating, utcnow
 from service.errors import NotFound
+from store.db.models import Conversation, Generation, Message, PolicyVersion, Rating, utcnow
 
 TITLE_CHARS = 60
 

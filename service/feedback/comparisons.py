@@ -20,8 +20,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.chat.service import ChatResult, ChatService, ChoiceDelta, PreparedChat
-from service.db import repository
-from service.db.models import (
+from service.errors import Conflict, Forbidden, InvalidValue, NotFound
+from service.feedback.reasons import check_comparison_reason
+from service.policies.registry import PolicyRegistry
+from service.protocol.feedback import ComparisonRequest
+from store.db import repository
+from store.db.models import (
     Comparison,
     ComparisonChoice,
     Generation,
@@ -29,11 +33,7 @@ from service.db.models import (
     new_id,
     utcnow,
 )
-from service.db.session import session_scope
-from service.errors import Conflict, Forbidden, InvalidValue, NotFound
-from service.feedback.reasons import check_comparison_reason
-from service.policies.registry import PolicyRegistry
-from service.protocol.feedback import ComparisonRequest
+from store.db.session import session_scope
 
 COMPARISON_ID = re.compile(r"^cmp-[0-9a-f]{32}$")
 

@@ -51,14 +51,15 @@ import heapq
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, or_, select
 from sqlalchemy.orm import Session, aliased
 
-from service.db.models import (
+from service.identity.credentials import pseudonym
+from store.db.models import (
     Comparison,
     ComparisonChoice,
     Generation,
@@ -66,12 +67,9 @@ from service.db.models import (
     PolicyVersion,
     Rating,
 )
-from service.identity.credentials import pseudonym
+from store.votes import FINISHED, as_utc
 
 BATCH_ROWS = 500
-FINISHED = (GenerationStatus.COMPLETED, GenerationStatus.CUT_OFF)
-
-
 class ExportFormat(StrEnum):
     PAIRS = "pairs"
     UNPAIRED = "unpaired"
@@ -90,11 +88,6 @@ class ExportFilter:
     since: datetime | None = None
     until: datetime | None = None
     version: str | None = None
-
-
-def as_utc(dt: datetime) -> datetime:
-    """`dt` as an aware UTC datetime; naive values (SQLite returns them) are taken as UTC."""
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
 def _iso(dt: datetime | None) -> str | None:

@@ -15,9 +15,9 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.db.models import Generation, GenerationStatus, Rating, utcnow
 from service.errors import Conflict, Forbidden, InvalidValue, NotFound
 from service.feedback.reasons import check_rating_reason
+from store.db.models import Generation, GenerationStatus, Rating, utcnow
 
 GENERATION_ID = re.compile(r"^chatcmpl-[0-9a-f]{32}$")
 VALUES = {"up": 1, "down": -1}

@@ -27,9 +27,9 @@ from typing import Any, Literal
 from sqlalchemy import ColumnElement, Date, case, cast, func, literal_column, select
 from sqlalchemy.orm import Session, aliased
 
-from service.db.models import Comparison, ComparisonChoice, Generation, PolicyVersion, Rating
-from service.feedback.export import as_utc
 from service.protocol.admin import DayVotes, ReasonCount, StatsOut, StatsTotals, VersionStats
+from store.db.models import Comparison, ComparisonChoice, Generation, PolicyVersion, Rating
+from store.votes import as_utc
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:

@@ -13,13 +13,14 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.db.models import UserKind
-from service.db.session import session_scope
 from service.errors import Forbidden, Unauthorized
 from service.identity import store
-from service.identity.credentials import CookieSigner, load_or_create_secret
+from service.identity.credentials import CookieSigner
 from service.identity.store import Identity
 from service.settings import Settings
+from store.db.models import UserKind
+from store.db.session import session_scope
+from store.secrets import load_or_create_secret
 
 SESSION_COOKIE = "loopchat_session"
 KNOWN_USERS_CACHE = 100_000  # cookie user ids remembered as existing, to skip a query
@@ -139,6 +140,6 @@ class Secrets:
 
 def resolve_secrets(settings: Settings) -> Secrets:
     """Settings win; otherwise secrets are generated once into the data directory."""
-    admin = settings.admin_token or load_or_create_secret(settings.data_dir / "admin_token")
+    admin = settings.resolved_admin_token()
     session = settings.session_secret or load_or_create_secret(settings.data_dir / "session_secret")
     return Secrets(admin, session)

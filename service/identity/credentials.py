@@ -11,10 +11,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 import secrets
 import time
-from pathlib import Path
 
 KEY_PREFIX = "lc-"
 SHOWN_PREFIX_CHARS = 10  # "lc-" and 7 more: enough to tell keys apart in a list
@@ -67,21 +65,3 @@ class CookieSigner:
 def pseudonym(secret: str, user_id: str) -> str:
     """A stable stand-in for a user id in exports: same user, same pseudonym; not reversible."""
     return "u-" + _mac(secret, "pseudonym:" + user_id)[:16]
-
-
-def load_or_create_secret(path: Path) -> str:
-    """Read a secret file, creating it (mode 0600, atomically) on first use."""
-    if path.is_file():
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(secrets.token_urlsafe(32) + "\n")
-    try:
-        os.link(tmp, path)  # fails if another process won the race: keep theirs
-    except FileExistsError:
-        pass
-    finally:
-        tmp.unlink()
-    return path.read_text().strip()

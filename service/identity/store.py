@@ -8,8 +8,8 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.db.models import ApiKey, User, UserKind, utcnow
 from service.identity.credentials import hash_key, new_api_key, shown_prefix
+from store.db.models import ApiKey, User, UserKind, utcnow
 
 OPERATOR_USER_ID = "usr-operator"
 

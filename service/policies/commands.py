@@ -15,12 +15,12 @@ from dataclasses import dataclass
 import httpx
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.db.session import session_scope
-from service.domain import VersionStatus
 from service.errors import LoopchatError
 from service.policies import store
 from service.policies.lifecycle import Actor, promotion_kind
 from service.policies.ratings import rate_versions
+from store.db.session import session_scope
+from store.domain import VersionStatus
 
 S = VersionStatus
 

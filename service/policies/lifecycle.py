@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from service.domain import VersionStatus
 from service.errors import Conflict
+from store.domain import VersionStatus
 
 S = VersionStatus
 

@@ -34,14 +34,14 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.chat.engines.base import Engine, EngineError, VersionSpec
-from service.db.session import in_session
-from service.domain import VersionKind, VersionStatus
 from service.errors import Conflict, ModelNotFound, NotReady
 from service.policies import store
 from service.policies.lifecycle import Actor, EventKind, promotion_kind
 from service.policies.ratings import head_to_head
 from service.policies.rules import Decision, PromotionRule, Verdict, decide
 from service.settings import Settings
+from store.db.session import in_session
+from store.domain import VersionKind, VersionStatus
 
 log = logging.getLogger(__name__)
 S = VersionStatus

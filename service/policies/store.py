@@ -11,7 +11,11 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, aliased
 
-from service.db.models import (
+from service.errors import NotFound
+from service.policies import lifecycle
+from service.policies.lifecycle import Actor, EventKind
+from service.policies.ratings import Match
+from store.db.models import (
     Comparison,
     ComparisonChoice,
     Generation,
@@ -19,11 +23,7 @@ from service.db.models import (
     PolicyVersion,
     Rating,
 )
-from service.domain import VersionKind, VersionStatus
-from service.errors import NotFound
-from service.policies import lifecycle
-from service.policies.lifecycle import Actor, EventKind
-from service.policies.ratings import Match
+from store.domain import VersionKind, VersionStatus
 
 
 @dataclass(frozen=True)

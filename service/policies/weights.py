@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from service.fsutil import atomic_dir
+from store.fsutil import atomic_dir
 
 if TYPE_CHECKING:
     import torch

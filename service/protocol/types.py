@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator
 
-from service.feedback.export import as_utc
+from store.votes import as_utc
 
 # Every time the API returns is aware UTC (ISO-8601 with an offset). SQLite hands back
 # naive datetimes for timezone-aware columns; they were stored as UTC, so they are read as

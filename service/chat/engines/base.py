@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from service.domain import VersionKind
+from store.domain import VersionKind
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from service.chat.engines.base import (
 )
 from service.chat.textstream import IncrementalText, StopMatcher
 from service.chat.tokenizer import ChatTokenizer
-from service.domain import VersionKind
+from store.domain import VersionKind
 
 log = logging.getLogger(__name__)
 

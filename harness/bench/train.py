@@ -1,7 +1,7 @@
 """`loopchat bench train`: one training round timed phase by phase, for several data sizes.
 
 For each size, a throwaway data directory and SQLite database get the configured model
-as v0 and that many synthetic votes (`trainer.synthetic`: everyday prompts, replies of
+as v0 and that many synthetic votes (`harness.synthetic`: everyday prompts, replies of
 one to six sentences, a preference for concise ones). One round then runs with the
 trainer's configuration, and the seconds of every phase come from the run row the round
 wrote, the same figures an operator sees.
@@ -17,14 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from service.db.migrate import upgrade
-from service.db.models import TrainingRun
-from service.db.repository import ensure_base_version
-from service.db.session import make_engine, make_session_factory, session_scope
+from harness.synthetic import BENCH_PROMPTS, bench_reply, concise, seed_votes
+from harness.tables import cell, pipe_table
+from store.db.migrate import upgrade
+from store.db.models import TrainingRun
+from store.db.repository import ensure_base_version
+from store.db.session import make_engine, make_session_factory, session_scope
 from trainer.config import TrainConfig
 from trainer.round import RoundContext, train_once
-from trainer.synthetic import BENCH_PROMPTS, bench_reply, concise, seed_votes
-from trainer.tables import cell, pipe_table
 
 PHASES = ("data", "reward", "check_reward", "policy", "evaluate", "publish")
 

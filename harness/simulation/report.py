@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from trainer.tables import cell
+from harness.tables import cell
 
 PLOTS = ("win_rate.png", "kl_gold.png", "thumbs.png", "wall_time.png")
 PHASES = ("vote", "train", "canary", "evaluate")

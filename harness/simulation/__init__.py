@@ -4,7 +4,7 @@ votes on a running server through its public HTTP API only."""
 
 from __future__ import annotations
 
-from trainer.simulation.gold import (
+from harness.simulation.gold import (
     SHIPPED,
     Gold,
     GoldReasons,
@@ -16,8 +16,8 @@ from trainer.simulation.gold import (
     warm,
     with_reasons,
 )
-from trainer.simulation.prompts import Prompt, PromptFileError, load_prompts
-from trainer.simulation.run import (
+from harness.simulation.prompts import Prompt, PromptFileError, load_prompts
+from harness.simulation.run import (
     Progress,
     SimulationError,
     SimulationResult,
@@ -25,7 +25,7 @@ from trainer.simulation.run import (
     simulate,
     simulate_async,
 )
-from trainer.simulation.users import SimulatedUser, Thumbs, Verdict
+from harness.simulation.users import SimulatedUser, Thumbs, Verdict
 
 __all__ = [
     "SHIPPED",

@@ -235,7 +235,7 @@ def load_gold(spec: str) -> Gold:
         if spec in SHIPPED:
             return SHIPPED[spec]
         raise GoldSpecError(
-            f"gold {spec!r} is not 'module:function' (e.g. trainer.simulation.gold:concise) "
+            f"gold {spec!r} is not 'module:function' (e.g. harness.simulation.gold:concise) "
             f"nor a shipped name ({', '.join(SHIPPED)})"
         )
     module_name, _, attr_path = spec.partition(":")

@@ -44,7 +44,7 @@ class Prompt:
 
 
 def default_path() -> Path:
-    return Path(str(resources.files("trainer.simulation").joinpath("prompts.jsonl")))
+    return Path(str(resources.files("harness.simulation").joinpath("prompts.jsonl")))
 
 
 def parse_prompts(lines: list[str], source: str = "<prompts>") -> tuple[Prompt, ...]:

@@ -15,8 +15,8 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.db import repository
-from service.db.models import (
+from store.db import repository
+from store.db.models import (
     Comparison,
     ComparisonChoice,
     Generation,
@@ -25,7 +25,7 @@ from service.db.models import (
     User,
     UserKind,
 )
-from service.db.session import session_scope
+from store.db.session import session_scope
 
 
 def seed_votes(

@@ -20,7 +20,7 @@ import random
 from dataclasses import dataclass
 from typing import Literal
 
-from trainer.simulation.gold import Gold, GoldReasons, reasons_for, word_count
+from harness.simulation.gold import Gold, GoldReasons, reasons_for, word_count
 
 Choice = Literal["a", "b", "tie"]
 Rating = Literal["up", "down"]

@@ -1,10 +1,10 @@
-"""Alembic environment: the engine comes from `config.attributes` (see service/db/migrate.py)."""
+"""Alembic environment: the engine comes from `config.attributes` (see store/db/migrate.py)."""
 
 from __future__ import annotations
 
 from alembic import context
 
-from service.db.models import Base
+from store.db.models import Base
 
 config = context.config
 target_metadata = Base.metadata

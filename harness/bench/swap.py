@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from service.bench.serve import BASE_SEED, PROMPTS, api_server, isolated, percentile, start_engine
+from harness.bench.serve import BASE_SEED, PROMPTS, api_server, isolated, percentile, start_engine
 
 if TYPE_CHECKING:
     import httpx
@@ -437,9 +437,9 @@ def _make_adapters(model_dir: Path, dest: Path) -> dict[str, Path]:
 
 def _register(settings: Settings, adapters: dict[str, Path]) -> None:
     """Copy the adapters into the artifacts directory; insert `candidate` rows (parent v0)."""
-    from service.db.repository import version_by_name
-    from service.db.session import make_engine, make_session_factory, session_scope
-    from service.domain import VersionStatus
+    from store.db.repository import version_by_name
+    from store.db.session import make_engine, make_session_factory, session_scope
+    from store.domain import VersionStatus
     from trainer.publish import POLICIES, register_policy
 
     db = make_engine(settings.resolved_database_url)

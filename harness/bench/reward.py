@@ -21,14 +21,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from service.db.migrate import upgrade
-from service.db.session import make_engine, make_session_factory, session_scope
-from trainer.bench import seed_bench_votes
+from harness.bench.train import seed_bench_votes
+from harness.tables import cell, pipe_table
+from store.db.migrate import upgrade
+from store.db.session import make_engine, make_session_factory, session_scope
 from trainer.config import ConfigError, TrainConfig, load_config
 from trainer.data import build_round_data
 from trainer.records import ProgressFn, RoundData, no_progress
 from trainer.snapshot import take_snapshot
-from trainer.tables import cell, pipe_table
 
 
 @dataclass(frozen=True)

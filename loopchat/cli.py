@@ -40,8 +40,8 @@ def _settings(args: argparse.Namespace) -> Settings:
 @contextmanager
 def _database(settings: Settings, read_only: bool = False) -> Iterator[sessionmaker[Session]]:
     """The migrated database of `settings`, as a session factory, disposed afterwards."""
-    from service.db.migrate import upgrade
-    from service.db.session import make_engine, make_session_factory
+    from store.db.migrate import upgrade
+    from store.db.session import make_engine, make_session_factory
 
     db = make_engine(settings.resolved_database_url)
     try:
@@ -52,9 +52,9 @@ def _database(settings: Settings, read_only: bool = False) -> Iterator[sessionma
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from service.db.repository import ensure_base_version
-    from service.db.session import session_scope
-    from service.modelstore import prepare_bundled
+    from store.db.repository import ensure_base_version
+    from store.db.session import session_scope
+    from store.modelstore import prepare_bundled
 
     settings = _settings(args)
     model_dir = settings.resolved_model_dir
@@ -71,8 +71,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 def cmd_keys(args: argparse.Namespace) -> int:
     """API keys: the secret of a new key goes alone to stdout (KEY=$(loopchat keys create))."""
-    from service.db.session import session_scope
     from service.identity import store
+    from store.db.session import session_scope
 
     with _database(_settings(args)) as sessions, session_scope(sessions) as s:
         if args.keys_cmd == "create":
@@ -96,9 +96,9 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from service.db.session import session_scope
     from service.feedback.export import ExportFilter, ExportFormat, export_lines
     from service.identity.auth import resolve_secrets
+    from store.db.session import session_scope
 
     settings = _settings(args)
     flt = ExportFilter(since=args.since, until=args.until, version=args.version)
@@ -182,7 +182,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _trainer_process(args: argparse.Namespace) -> subprocess.Popen[bytes]:
     """`loopchat train --schedule` as a child process, with this command's options."""
-    argv = [sys.executable, "-m", "service"]
+    argv = [sys.executable, "-m", "loopchat"]
     if args.env_file is not None:
         argv += ["--env-file", str(args.env_file)]
     argv += ["train", "--schedule"]
@@ -234,16 +234,16 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
         return 2
     settings = _settings(args)
     if settings.model is None:
-        from service.modelstore import prepare_bundled
+        from store.modelstore import prepare_bundled
 
         prepare_bundled(settings.resolved_model_dir)
-    from trainer.bench import run_bench_train
+    from harness.bench.train import run_bench_train
 
     return run_bench_train(settings.resolved_model_dir, cfg, args.events)
 
 
 def cmd_bench_reward(args: argparse.Namespace) -> int:
-    from trainer.bench_reward import parse_variant, run_bench_reward, variant_configs
+    from harness.bench.reward import parse_variant, run_bench_reward, variant_configs
     from trainer.config import ConfigError
 
     try:
@@ -268,7 +268,7 @@ def cmd_bench_reward(args: argparse.Namespace) -> int:
             until = until.replace(tzinfo=UTC)
     settings = _settings(args)
     if settings.model is None:
-        from service.modelstore import prepare_bundled
+        from store.modelstore import prepare_bundled
 
         prepare_bundled(settings.resolved_model_dir)
     return run_bench_reward(
@@ -282,7 +282,7 @@ def cmd_bench_reward(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_serve(args: argparse.Namespace) -> int:
-    from service.bench.serve import BenchConfig, run_bench_serve
+    from harness.bench.serve import BenchConfig, run_bench_serve
 
     settings = _settings(args)
     cfg = BenchConfig(
@@ -294,11 +294,11 @@ def cmd_bench_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_swap(args: argparse.Namespace) -> int:
-    from service.bench.swap import SwapConfig, run_bench_swap
+    from harness.bench.swap import SwapConfig, run_bench_swap
 
     settings = _settings(args)
     if settings.model is None:
-        from service.modelstore import prepare_bundled
+        from store.modelstore import prepare_bundled
 
         prepare_bundled(settings.resolved_model_dir)
     cfg = SwapConfig(
@@ -349,8 +349,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     import os
     import time
 
-    from trainer.simulation.gold import GoldSpecError, load_gold
-    from trainer.simulation.run import Progress, SimulationError, simulate
+    from harness.simulation.gold import GoldSpecError, load_gold
+    from harness.simulation.run import Progress, SimulationError, simulate
 
     if not args.verbose:
         logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request
@@ -375,7 +375,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         )
 
     if args.replot is not None:
-        from trainer.simulation.report import replot
+        from harness.simulation.report import replot
 
         try:
             paths = replot(args.replot)
@@ -442,9 +442,9 @@ def _simulate_loop(args: argparse.Namespace, gold: object) -> int:
     """`loopchat simulate --rounds N`: the closed loop against a running server + trainer."""
     import time
 
+    from harness.simulation.loop import LoopError, run_loop
+    from harness.simulation.run import SimulationError
     from service.identity.auth import resolve_secrets
-    from trainer.simulation.loop import LoopError, run_loop
-    from trainer.simulation.run import SimulationError
 
     admin_token = args.admin_token or resolve_secrets(_settings(args)).admin_token
     out = args.out or Path("data") / "sim" / time.strftime("%Y%m%d-%H%M%S")
@@ -642,7 +642,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--data-dir", type=Path, help="where the operator token is (data/admin_token)")
     sp.add_argument(
         "--gold",
-        default="trainer.simulation.gold:concise",
+        default="harness.simulation.gold:concise",
         help="the users' preference, module:function (prompt, reply) -> float; "
         "shipped: concise, warm, uses_list, answers_number",
     )

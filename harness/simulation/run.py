@@ -26,10 +26,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from trainer.simulation.client import ApiError, UserClient, open_user, revoke_key
-from trainer.simulation.gold import Gold, gold_spec, load_gold
-from trainer.simulation.prompts import Prompt, Split, load_prompts
-from trainer.simulation.users import (
+from harness.simulation.client import ApiError, UserClient, open_user, revoke_key
+from harness.simulation.gold import Gold, gold_spec, load_gold
+from harness.simulation.prompts import Prompt, Split, load_prompts
+from harness.simulation.users import (
     DEFAULT_FLIP_RATE,
     DEFAULT_TEMPERATURE,
     DEFAULT_THUMBS_NOISE,

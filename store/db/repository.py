@@ -10,8 +10,8 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from service.db.models import Generation, GenerationStatus, PolicyVersion
-from service.domain import VersionKind, VersionStatus
+from store.db.models import Generation, GenerationStatus, PolicyVersion
+from store.domain import VersionKind, VersionStatus
 
 
 class BaseModelMismatch(RuntimeError):

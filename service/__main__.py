@@ -1,8 +1,0 @@
-"""`python -m service ...` is the `loopchat` command (vLLM needs a __main__ guard)."""
-
-import sys
-
-from service.cli import main
-
-if __name__ == "__main__":
-    sys.exit(main())
