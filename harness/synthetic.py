@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -26,6 +27,94 @@ from store.db.models import (
     UserKind,
 )
 from store.db.session import session_scope
+
+
+@dataclass
+class _Rows:
+    """The rows of one seeding, built in memory. Ids are drawn from the seeded rng, so the
+    same arguments write the same votes every run."""
+
+    rng: random.Random
+    version_id: int
+    flip: float
+    counts: dict[str, int] = field(
+        default_factory=lambda: {"comparisons": 0, "ratings": 0, "generations": 0}
+    )
+    generations: list[Generation] = field(default_factory=list)
+    votes: list[Comparison | Rating] = field(default_factory=list)
+
+    def rid(self, prefix: str) -> str:
+        return f"{prefix}-{self.rng.getrandbits(128):032x}"
+
+    def flipped(self) -> bool:
+        return self.rng.random() < self.flip
+
+    def generation(self, prompt: list[dict[str, str]], text: str, at: datetime) -> str:
+        gid = self.rid("gen")
+        self.generations.append(
+            Generation(
+                id=gid,
+                policy_version_id=self.version_id,
+                prompt=prompt,
+                text=text,
+                sampling={"temperature": 0.7},
+                status=GenerationStatus.COMPLETED,
+                finish_reason="stop",
+                prompt_tokens=len(str(prompt)) // 4,
+                completion_tokens=len(text) // 4,
+                latency_ms=100.0,
+                ttft_ms=10.0,
+                source="comparison",
+                created_at=at,
+            )
+        )
+        self.counts["generations"] += 1
+        return gid
+
+    def comparison(
+        self,
+        prompt: list[dict[str, str]],
+        user: str,
+        a: str,
+        b: str,
+        ga: float,
+        gb: float,
+        at: datetime,
+    ) -> None:
+        """A voted comparison: the higher gold wins (unless flipped), equal golds tie."""
+        if ga == gb:
+            choice = ComparisonChoice.TIE
+        else:
+            a_wins = (ga > gb) != self.flipped()
+            choice = ComparisonChoice.A if a_wins else ComparisonChoice.B
+        self.votes.append(
+            Comparison(
+                id=self.rid("cmp"),
+                user_id=user,
+                prompt=prompt,
+                generation_a_id=self.generation(prompt, a, at),
+                generation_b_id=self.generation(prompt, b, at),
+                choice=choice,
+                created_at=at,
+                voted_at=at,
+            )
+        )
+        self.counts["comparisons"] += 1
+
+    def rating(
+        self, prompt: list[dict[str, str]], user: str, text: str, gold_up: bool, at: datetime
+    ) -> None:
+        """A thumbs rating: up when the gold says so, unless flipped."""
+        up = gold_up != self.flipped()
+        self.votes.append(
+            Rating(
+                generation_id=self.generation(prompt, text, at),
+                user_id=user,
+                value=1 if up else -1,
+                created_at=at,
+            )
+        )
+        self.counts["ratings"] += 1
 
 
 def seed_votes(
@@ -46,89 +135,29 @@ def seed_votes(
     """Write `events` votes on replies of policy `version`; returns what was written."""
     rng = random.Random(seed)
     now = now or datetime.now(UTC)
-    counts = {"comparisons": 0, "ratings": 0, "generations": 0}
     with session_scope(sessions) as s:
         v = repository.version_by_name(s, version)
         if v is None:
             raise LookupError(f"no policy version {version}")
-
-        def rid(prefix: str) -> str:  # ids from the seed: the same votes every run
-            return f"{prefix}-{rng.getrandbits(128):032x}"
-
-        user_ids = [rid("usr") for _ in range(users)]
+        rows = _Rows(rng, v.id, flip)
+        user_ids = [rows.rid("usr") for _ in range(users)]
         s.add_all(User(id=u, kind=UserKind.ANONYMOUS) for u in user_ids)
         s.flush()
-
-        generations: list[Generation] = []
-        votes: list[Comparison | Rating] = []
-
-        def generation(prompt: list[dict[str, str]], text: str, at: datetime) -> str:
-            gid = rid("gen")
-            generations.append(
-                Generation(
-                    id=gid,
-                    policy_version_id=v.id,
-                    prompt=prompt,
-                    text=text,
-                    sampling={"temperature": 0.7},
-                    status=GenerationStatus.COMPLETED,
-                    finish_reason="stop",
-                    prompt_tokens=len(str(prompt)) // 4,
-                    completion_tokens=len(text) // 4,
-                    latency_ms=100.0,
-                    ttft_ms=10.0,
-                    source="comparison",
-                    created_at=at,
-                )
-            )
-            counts["generations"] += 1
-            return gid
-
-        def flipped() -> bool:
-            return rng.random() < flip
-
         for i in range(events):
             at = now - timedelta(seconds=(events - i) * 2 + 1)
             prompt = [{"role": "user", "content": rng.choice(prompts)}]
             user = rng.choice(user_ids)
             if rng.random() < comparison_share:
                 a, b = reply(rng), reply(rng)
-                ga, gb = gold(a), gold(b)
-                if ga == gb:
-                    choice = ComparisonChoice.TIE
-                else:
-                    a_wins = (ga > gb) != flipped()
-                    choice = ComparisonChoice.A if a_wins else ComparisonChoice.B
-                votes.append(
-                    Comparison(
-                        id=rid("cmp"),
-                        user_id=user,
-                        prompt=prompt,
-                        generation_a_id=generation(prompt, a, at),
-                        generation_b_id=generation(prompt, b, at),
-                        choice=choice,
-                        created_at=at,
-                        voted_at=at,
-                    )
-                )
-                counts["comparisons"] += 1
+                rows.comparison(prompt, user, a, b, gold(a), gold(b), at)
             else:
                 text = reply(rng)
-                up = (gold(text) > thumbs_threshold) != flipped()
-                votes.append(
-                    Rating(
-                        generation_id=generation(prompt, text, at),
-                        user_id=user,
-                        value=1 if up else -1,
-                        created_at=at,
-                    )
-                )
-                counts["ratings"] += 1
+                rows.rating(prompt, user, text, gold(text) > thumbs_threshold, at)
         # Generations first: without ORM relationships the flush does not order by FK.
-        s.add_all(generations)
+        s.add_all(rows.generations)
         s.flush()
-        s.add_all(votes)
-    return counts
+        s.add_all(rows.votes)
+    return rows.counts
 
 
 # A small stand-in for real traffic: everyday prompts, replies of one to six sentences.

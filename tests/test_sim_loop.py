@@ -22,7 +22,7 @@ import pytest
 from harness.simulation import loop as loop_module
 from harness.simulation.loop import (
     PHASES,
-    Evaluation,
+    GoldEvaluation,
     LoopReport,
     RoundRecord,
     TrainingRecord,
@@ -70,8 +70,8 @@ def test_thumbs_table_has_wilson_intervals_and_merges_rounds() -> None:
     assert merged["v0"]["n"] == 20 and merged["v0"]["rate"] == 0.5
 
 
-def _evaluation(serving: str, win: float | None, gold: float | None) -> Evaluation:
-    return Evaluation(serving, "v0", 10, 0, gold, 0.4, win, 5, 2, 3, 12.0, 20.0, False)
+def _evaluation(serving: str, win: float | None, gold: float | None) -> GoldEvaluation:
+    return GoldEvaluation(serving, "v0", 10, 0, gold, 0.4, win, 5, 2, 3, 12.0, 20.0, False)
 
 
 def hand_made_report() -> LoopReport:
@@ -182,8 +182,8 @@ VOTES = 48
 
 def test_an_unchanged_version_is_scored_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """The gold evaluation samples a version once and reuses its replies in later rounds,
-    so the serving version's gold moves only when the version changes (re-sampling moved
-    an unchanged v1 from 0.773 to 0.818 in attempt 8)."""
+    so the serving version's gold moves only when the version changes (seeded sampling does
+    not repeat exactly: sampling an unchanged v1 again moved its gold from 0.773 to 0.818)."""
     prompts = load_prompts("heldout")[:4]
     seeds = list(range(len(prompts)))
     calls: list[str] = []
@@ -209,7 +209,7 @@ def test_an_unchanged_version_is_scored_once(monkeypatch: pytest.MonkeyPatch) ->
     }
     sampled: dict[str, Any] = {"v0": baseline}
 
-    def evaluate(version: str) -> Evaluation:
+    def evaluate(version: str) -> GoldEvaluation:
         return loop_module._evaluate(
             "http://127.0.0.1:9", version, baseline, prompts, seeds, gold,
             temperature=0.7, max_tokens=8, concurrency=2, admin_token="t", sampled=sampled,

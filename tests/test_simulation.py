@@ -1,4 +1,4 @@
-"""Simulated users (issue 7): the prompt set, gold functions, the noise model's vote
+"""Simulated users: the prompt set, gold functions, the noise model's vote
 statistics, plug-in golds by `module:function`, and a run through a real server's HTTP
 API, checked against what the database stored."""
 
@@ -233,8 +233,8 @@ def test_bradley_terry_probability_on_a_moderate_gap() -> None:
 def test_zero_temperature_unflipped_choice_is_always_the_gold_winner() -> None:
     user = SimulatedUser(fixed_gold, random.Random(3), 0.0, temperature=0.0)
     assert agreement(user, "0.5001", "0.5", n=500) == 500
-    verdicts = [user.judge("q", "0.2", "0.3") for _ in range(50)]
-    assert {v.choice for v in verdicts} == {"b"} and not any(v.flipped for v in verdicts)
+    picks = [user.judge("q", "0.2", "0.3") for _ in range(50)]
+    assert {p.choice for p in picks} == {"b"} and not any(p.flipped for p in picks)
 
 
 def test_ties_only_within_epsilon() -> None:

@@ -1,6 +1,6 @@
 """`loopchat bench swap`: a new policy version takes over under continuous chat load.
 
-What it measures, and why. The product promise (issue 5) is that the server swaps in the
+What it measures, and why. The product promise is that the server swaps in the
 trainer's new weights without failing a request, quickly. So, per swap mode (`merged`:
 the serving version is merged into the engine's full weights; `lora`: it runs as a LoRA
 adapter on every request), with a fresh vLLM engine and a throwaway data directory:

@@ -1,4 +1,4 @@
-"""Simulated users for the closed loop (issue 7): a prompt set with a fixed held-out
+"""Simulated users for the closed loop: a prompt set with a fixed held-out
 split, gold preference functions, noisy simulated judges, and `simulate()`, which casts
 votes on a running server through its public HTTP API only."""
 
@@ -25,10 +25,11 @@ from harness.simulation.run import (
     simulate,
     simulate_async,
 )
-from harness.simulation.users import SimulatedUser, Thumbs, Verdict
+from harness.simulation.users import ComparisonPick, SimulatedUser, Thumbs
 
 __all__ = [
     "SHIPPED",
+    "ComparisonPick",
     "Gold",
     "GoldReasons",
     "GoldSpecError",
@@ -39,7 +40,6 @@ __all__ = [
     "SimulationError",
     "SimulationResult",
     "Thumbs",
-    "Verdict",
     "VersionStats",
     "answers_number",
     "concise",

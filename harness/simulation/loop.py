@@ -1,4 +1,4 @@
-"""The closed loop (issue 7): rounds of simulated votes, a training round, the canary and
+"""The closed loop: rounds of simulated votes, a training round, the canary and
 promotion path, and a gold evaluation of whatever serves, all through the HTTP API.
 
 Round r (1..rounds):
@@ -47,7 +47,7 @@ from harness.simulation.gold import Gold, gold_spec, load_gold
 from harness.simulation.prompts import Prompt, load_prompts
 from harness.simulation.run import SimulationResult, VersionStats, simulate
 from harness.simulation.users import DEFAULT_FLIP_RATE
-from service.policies.ratings import wilson_interval
+from store.intervals import wilson_interval
 
 PromoteMode = Literal["rule", "close", "always", "never"]
 PROMOTE_MODES: tuple[PromoteMode, ...] = ("rule", "close", "always", "never")
@@ -152,7 +152,10 @@ def _mean(xs: Sequence[float]) -> float | None:
 
 
 @dataclass
-class Evaluation:
+class GoldEvaluation:
+    """One round's gold evaluation: the serving version's replies to the held-out prompts
+    scored by the gold against v0's, pair by pair."""
+
     serving: str
     baseline: str
     samples: int  # pairs scored
@@ -208,7 +211,7 @@ class RoundRecord:
     retired: list[str] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
-    evaluation: Evaluation | None = None
+    evaluation: GoldEvaluation | None = None
     rm_accuracy: float | None = None
     kl_candidate: float | None = None
     kl_serving: float | None = None  # KL to v0 of the version evaluated this round
@@ -452,7 +455,7 @@ def _evaluate(
     concurrency: int,
     admin_token: str,
     sampled: dict[str, dict[int, _Sample]],
-) -> Evaluation:
+) -> GoldEvaluation:
     """Score `serving`'s replies against v0's by the gold. Replies of a version already in
     `sampled` (v0's baseline among them) are reused: vLLM's seeded sampling does not repeat
     exactly, so sampling an unchanged version again would move its gold by noise. New ones
@@ -481,7 +484,7 @@ def _evaluate(
     wr = gold_win_rate([mine[i].gold for i in both], [baseline[i].gold for i in both])
     words = [len(mine[i].text.split()) for i in both]
     base_words = [len(baseline[i].text.split()) for i in both]
-    return Evaluation(
+    return GoldEvaluation(
         serving=serving,
         baseline=BASELINE,
         samples=len(both),
@@ -500,6 +503,49 @@ def _evaluate(
 
 
 # -- the loop ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _LoopConfig:
+    """What `run_loop` was asked for, with the gold loaded and the held-out prompts drawn."""
+
+    base_url: str
+    admin_token: str
+    rounds: int
+    votes_per_round: int
+    gold: Gold
+    flip_rate: float
+    seed: int
+    max_tokens: int | None
+    prompts: list[Prompt]  # the held-out prompts of the gold evaluation
+    seeds: list[int]  # one per prompt, the same in every round
+    promote: PromoteMode
+    close_min_comparisons: int
+    train_timeout_s: float
+    canary_timeout_s: float
+    poll_s: float
+    eval_temperature: float
+    eval_concurrency: int
+    simulate_options: dict[str, Any]
+    report_dir: Path | None  # None: the report is not written
+
+
+@dataclass
+class _LoopState:
+    """What the loop carries from one round to the next."""
+
+    cfg: _LoopConfig
+    op: Operator
+    report: LoopReport
+    say: Callable[[str], None]
+    start: float  # time.monotonic() at the start, for the report's elapsed_s
+    baseline: dict[int, _Sample] = field(default_factory=dict)  # v0's held-out replies
+    sampled: dict[str, dict[int, _Sample]] = field(default_factory=dict)  # per version
+    # KL to v0 per version, from the run that made it
+    kl_of: dict[str, float] = field(default_factory=lambda: {BASELINE: 0.0})
+    # the newest policy event and training run already seen: a round reports only later ones
+    last_event: int = 0
+    last_run: int = 0
 
 
 def run_loop(
@@ -532,289 +578,399 @@ def run_loop(
         raise ValueError("rounds and votes_per_round must be >= 0, eval_samples >= 1")
     if promote not in PROMOTE_MODES:
         raise ValueError(f"promote must be one of {PROMOTE_MODES}, not {promote!r}")
-    say = progress or (lambda _line: None)
     if eval_concurrency is None:  # the votes' load: a comparison streams two replies
         eval_concurrency = 2 * int(simulate_options.get("concurrency", 4))
     gold_fn = load_gold(gold) if isinstance(gold, str) else gold
     prompts = load_prompts("heldout")[:eval_samples]
-    seeds = [seed * 100_000 + i for i in range(len(prompts))]
-    out = Path(out_dir) if out_dir is not None else None
-    report = LoopReport(
-        config={
-            "base_url": base_url,
-            "rounds": rounds,
-            "votes_per_round": votes_per_round,
-            "gold": gold if isinstance(gold, str) else gold_spec(gold_fn),
-            "flip_rate": flip_rate,
-            "seed": seed,
-            "max_tokens": max_tokens,
-            "eval_samples": len(prompts),
-            "eval_temperature": eval_temperature,
-            "eval_concurrency": eval_concurrency,
-            "eval_seeds": f"{seeds[0]}..{seeds[-1]}" if seeds else None,
-            "promote": promote,
-            "close_min_comparisons": close_min_comparisons if promote == "close" else None,
-            "train_timeout_s": train_timeout_s,
-            "canary_timeout_s": canary_timeout_s,
-            "simulate_options": {
-                k: v for k, v in simulate_options.items() if isinstance(v, int | float | str)
-            },
-            "baseline_replies": "v0 sampled once in round 0, reused with the same seeds",
-        },
-        started_at=time.time(),
+    cfg = _LoopConfig(
+        base_url=base_url,
+        admin_token=admin_token,
+        rounds=rounds,
+        votes_per_round=votes_per_round,
+        gold=gold_fn,
+        flip_rate=flip_rate,
+        seed=seed,
+        max_tokens=max_tokens,
+        prompts=prompts,
+        seeds=[seed * 100_000 + i for i in range(len(prompts))],
+        promote=promote,
+        close_min_comparisons=close_min_comparisons,
+        train_timeout_s=train_timeout_s,
+        canary_timeout_s=canary_timeout_s,
+        poll_s=poll_s,
+        eval_temperature=eval_temperature,
+        eval_concurrency=eval_concurrency,
+        simulate_options=simulate_options,
+        report_dir=Path(out_dir) if write and out_dir is not None else None,
     )
+    report = LoopReport(config=_config_record(cfg, gold), started_at=time.time())
     op = Operator(base_url, admin_token)
-    start = time.monotonic()
-    kl_of: dict[str, float] = {BASELINE: 0.0}  # KL to v0 per version, from the run that made it
-
-    def save() -> None:
-        report.totals = totals_of(report)
-        report.elapsed_s = round(time.monotonic() - start, 3)
-        if write and out is not None:
-            from harness.simulation.report import write_report
-
-            write_report(report.to_dict(), out)
-
+    st = _LoopState(cfg, op, report, progress or (lambda _line: None), time.monotonic())
     try:
-        try:
-            pol = op.policies()
-            last_event = max((int(e["id"]) for e in op.events()), default=0)
-            runs0 = op.call("GET", "/v1/admin/training-runs?limit=1")
-            last_run = max((int(run["id"]) for run in runs0), default=0)
-        except ApiError as e:
-            raise LoopError(f"cannot reach the operator API at {base_url}: {e}") from e
-
-        # Round 0: the baseline.
-        rec = RoundRecord(0, pol["serving"], pol.get("canary"))
-        t0 = time.monotonic()
-        say(f"round 0: sampling {BASELINE} on {len(prompts)} held-out prompts")
-        baseline, errors = asyncio.run(
-            _sample_version(
-                base_url,
-                BASELINE,
-                prompts,
-                seeds,
-                gold_fn,
-                temperature=eval_temperature,
-                max_tokens=max_tokens,
-                concurrency=eval_concurrency,
-                admin_token=admin_token,
-            )
-        )
-        if not baseline:  # every reply failed: no baseline to measure any round against
-            raise LoopError(
-                f"{BASELINE} answered none of the {len(prompts)} held-out prompts "
-                f"({errors} errors); is the server's engine up (GET /readyz)?"
-            )
-        sampled = {BASELINE: baseline}  # held-out replies per evaluated version
-        base_gold = [s.gold for s in baseline.values()]
-        base_words = [float(len(s.text.split())) for s in baseline.values()]
-        rec.evaluation = Evaluation(
-            serving=BASELINE,
-            baseline=BASELINE,
-            samples=len(baseline),
-            errors=errors,
-            gold_serving=_mean(base_gold),
-            gold_baseline=_mean(base_gold),
-            win_rate=0.5,
-            wins=0,
-            ties=len(baseline),
-            losses=0,
-            words_serving=_mean(base_words),
-            words_baseline=_mean(base_words),
-            reused_baseline=True,
-        )
-        rec.wall_s = {"vote": None, "train": None, "canary": None}
-        rec.wall_s["evaluate"] = round(time.monotonic() - t0, 3)
-        for p in ("vote", "train", "canary"):
-            rec.why(f"wall_s.{p}", "round 0 is the baseline: no votes or training")
-        rec.serving_end, rec.canary_end = rec.serving_start, rec.canary_start
-        _explain_round0(rec)
-        report.rounds.append(rec)
-        say(f"round 0: {BASELINE} gold {rec.evaluation.gold_serving}")
-        save()
-
+        _round_zero(st, _connect(st))
         for r in range(1, rounds + 1):
-            pol = op.policies()
-            rec = RoundRecord(r, pol["serving"], pol.get("canary"))
-            rec.votes_requested = votes_per_round
-
-            # 1. vote
-            t0 = time.monotonic()
-            say(
-                f"round {r}: {votes_per_round} votes (serving {rec.serving_start}, "
-                f"canary {rec.canary_start})"
-            )
-            result: SimulationResult = simulate(
-                base_url,
-                votes=votes_per_round,
-                gold=gold_fn,
-                flip_rate=flip_rate,
-                split="train",
-                seed=seed * 1000 + r,
-                max_tokens=max_tokens,
-                admin_token=admin_token,
-                **simulate_options,
-            )
-            rec.simulation = result.to_dict()
-            rec.simulation["config"]["gold"] = report.config["gold"]
-            rec.votes_recorded = result.votes
-            if result.stopped_early:  # the server keeps failing: training on nothing is no round
-                kinds = ", ".join(f"{n} x {k}" for k, n in sorted(result.error_kinds.items()))
-                report.stopped_early = True
-                report.stop_reason = (
-                    f"round {r}: votes stopped at {result.votes}/{votes_per_round} after "
-                    f"{result.errors} failed requests ({kinds})"
-                )
-                rec.why("evaluation", "the round's votes stopped early; no training, no evaluation")
-                report.rounds.append(rec)
-                say(report.stop_reason)
-                break
-            say(f"round {r}: {result.votes}/{votes_per_round} votes in {result.elapsed_s:.0f} s")
-            rec.thumbs = thumbs_table(result.per_version)
-            ratings: dict[str, Any] | None = None
-            try:
-                ratings = op.ratings()
-                rec.server_ratings = list(ratings.get("ratings") or [])
-            except ApiError as e:
-                rec.why("server_ratings", f"GET /v1/admin/policies/ratings failed: {e}")
-            # promotion by the loop (the server's rule may have acted during the votes)
-            canary = op.policies().get("canary")
-            rec.promotion = {"mode": promote, "canary_after_votes": canary, "action": None}
-            verb: str | None = None
-            why = f"closed loop, promote={promote}"
-            if canary and promote in ("always", "never"):
-                verb = "promote" if promote == "always" else "retire"
-            elif canary and promote == "close":
-                verdict = ratings.get("canary") if ratings is not None else None
-                if ratings is None:
-                    rec.promotion["error"] = rec.nulls["server_ratings"]
-                rec.promotion["verdict"] = verdict
-                verb, why = close_verdict(str(canary), verdict, close_min_comparisons)
-                rec.promotion["reason"] = why
-            if canary and verb is not None:
-                try:
-                    op.call("POST", f"/v1/admin/policies/{canary}/{verb}", {"reason": why})
-                    rec.promotion["action"] = f"{verb} {canary}"
-                except ApiError as e:
-                    rec.promotion["action"] = f"{verb} {canary} failed: {e}"
-            if canary and promote != "rule":
-                say(f"round {r}: {rec.promotion['action'] or 'no action'} ({why})")
-            rec.wall_s["vote"] = round(time.monotonic() - t0, 3)
-
-            # 2. train
-            t0 = time.monotonic()
-            try:
-                rec.training = _train(op, train_timeout_s, poll_s, say)
-            except ApiError as e:
-                rec.training = TrainingRecord(
-                    None,
-                    "error",
-                    str(e),
-                    None,
-                    round(time.monotonic() - t0, 3),
-                    {},
-                    None,
-                    None,
-                    {},
-                    {},
-                )
-            rec.wall_s["train"] = round(time.monotonic() - t0, 3)
-            t = rec.training
-            rec.rm_accuracy = t.summary.get("rm_accuracy")
-            rec.kl_candidate = t.summary.get("kl_candidate")
-            say(f"round {r}: training {t.status} ({t.reason or 'ok'}), version {t.policy_version}")
-
-            # 3. canary
-            t0 = time.monotonic()
-            if t.policy_version and t.status == "succeeded":
-                rec.candidate = t.policy_version
-                if rec.kl_candidate is not None:
-                    kl_of[t.policy_version] = rec.kl_candidate
-                rec.candidate_status = _wait_admitted(
-                    op, t.policy_version, canary_timeout_s, min(poll_s, 1.0)
-                )
-                say(f"round {r}: {t.policy_version} is {rec.candidate_status}")
-                rec.wall_s["canary"] = round(time.monotonic() - t0, 3)
-            else:
-                rec.wall_s["canary"] = None
-                why = f"no candidate published (training {t.status}: {t.reason})"
-                for name in ("candidate", "candidate_status", "wall_s.canary"):
-                    rec.why(name, why)
-
-            # runs the schedule started by itself, and events, since the last round
-            try:
-                runs = op.call("GET", "/v1/admin/training-runs?limit=50")
-                rec.other_runs = [
-                    {k: run.get(k) for k in ("id", "status", "trigger", "reason", "policy_version")}
-                    for run in runs
-                    if int(run["id"]) > last_run and int(run["id"]) != t.run_id
-                ]
-                last_run = max([last_run, *(int(run["id"]) for run in runs)])
-            except ApiError as e:
-                rec.other_runs = [{"error": str(e)}]
-            events = [ev for ev in op.events() if int(ev["id"]) > last_event]
-            events.sort(key=lambda ev: int(ev["id"]))
-            last_event = max((int(ev["id"]) for ev in events), default=last_event)
-            rec.events = events
-            for ev in events:
-                bucket = {
-                    "promote": rec.promoted,
-                    "rollback": rec.promoted,
-                    "retire": rec.retired,
-                    "fail": rec.failed,
-                }.get(str(ev["kind"]))
-                if bucket is not None:
-                    bucket.append(str(ev["version"]))
-            if t.status == "rejected":
-                rec.rejected.append(t.policy_version or f"run {t.run_id}")
-
-            # 4. evaluate what serves now
-            pol = op.policies()
-            rec.serving_end, rec.canary_end = pol["serving"], pol.get("canary")
-            t0 = time.monotonic()
-            serving = str(rec.serving_end)
-            say(f"round {r}: evaluating {serving} against {BASELINE}")
-            rec.evaluation = _evaluate(
-                base_url,
-                serving,
-                baseline,
-                prompts,
-                seeds,
-                gold_fn,
-                temperature=eval_temperature,
-                max_tokens=max_tokens,
-                concurrency=eval_concurrency,
-                admin_token=admin_token,
-                sampled=sampled,
-            )
-            rec.wall_s["evaluate"] = round(time.monotonic() - t0, 3)
-            rec.kl_serving = kl_of.get(serving)
-            if rec.kl_serving is None:
-                ks = t.summary.get("kl_serving")
-                if ks is not None:
-                    rec.kl_serving = ks
-                else:
-                    rec.why("kl_serving", f"no KL measured for {serving} by this loop's runs")
-            rec.sqrt_kl_serving = _sqrt(rec.kl_serving)
-            if rec.sqrt_kl_serving is None:
-                rec.why("sqrt_kl_serving", rec.nulls.get("kl_serving", "no KL"))
-            _explain_round(rec)
-            report.rounds.append(rec)
-            ev_ = rec.evaluation
-            say(
-                f"round {r}: {serving} gold {ev_.gold_serving} vs {ev_.gold_baseline}, "
-                f"win rate {ev_.win_rate}"
-            )
-            save()
-            if t.status == "timeout":
-                report.stopped_early = True
-                report.stop_reason = f"round {r}: {t.reason}"
+            if not _round(st, r):
                 break
     finally:
         op.close()
-    save()
+    _save(st)
     return report
+
+
+def _config_record(cfg: _LoopConfig, gold: Gold | str) -> dict[str, Any]:
+    """The report's `config`: the loop's settings as JSON."""
+    return {
+        "base_url": cfg.base_url,
+        "rounds": cfg.rounds,
+        "votes_per_round": cfg.votes_per_round,
+        "gold": gold if isinstance(gold, str) else gold_spec(cfg.gold),
+        "flip_rate": cfg.flip_rate,
+        "seed": cfg.seed,
+        "max_tokens": cfg.max_tokens,
+        "eval_samples": len(cfg.prompts),
+        "eval_temperature": cfg.eval_temperature,
+        "eval_concurrency": cfg.eval_concurrency,
+        "eval_seeds": f"{cfg.seeds[0]}..{cfg.seeds[-1]}" if cfg.seeds else None,
+        "promote": cfg.promote,
+        "close_min_comparisons": cfg.close_min_comparisons if cfg.promote == "close" else None,
+        "train_timeout_s": cfg.train_timeout_s,
+        "canary_timeout_s": cfg.canary_timeout_s,
+        "simulate_options": {
+            k: v for k, v in cfg.simulate_options.items() if isinstance(v, int | float | str)
+        },
+        "baseline_replies": "v0 sampled once in round 0, reused with the same seeds",
+    }
+
+
+def _save(st: _LoopState) -> None:
+    """Bring the totals and elapsed time up to date and write the report, if asked to."""
+    report = st.report
+    report.totals = totals_of(report)
+    report.elapsed_s = round(time.monotonic() - st.start, 3)
+    if st.cfg.report_dir is not None:
+        from harness.simulation.report import write_report
+
+        write_report(report.to_dict(), st.cfg.report_dir)
+
+
+def _connect(st: _LoopState) -> dict[str, Any]:
+    """The server's policies at the start; also notes its newest event and training run.
+    A LoopError when the operator API does not answer (no server, bad token)."""
+    try:
+        pol = st.op.policies()
+        st.last_event = max((int(e["id"]) for e in st.op.events()), default=0)
+        runs = st.op.call("GET", "/v1/admin/training-runs?limit=1")
+        st.last_run = max((int(run["id"]) for run in runs), default=0)
+    except ApiError as e:
+        raise LoopError(f"cannot reach the operator API at {st.cfg.base_url}: {e}") from e
+    return pol
+
+
+def _round_zero(st: _LoopState, pol: dict[str, Any]) -> None:
+    """Round 0, the baseline: v0's replies to the held-out prompts, sampled before any vote;
+    every later round is scored against them."""
+    cfg = st.cfg
+    rec = RoundRecord(0, pol["serving"], pol.get("canary"))
+    t0 = time.monotonic()
+    st.say(f"round 0: sampling {BASELINE} on {len(cfg.prompts)} held-out prompts")
+    baseline, errors = asyncio.run(
+        _sample_version(
+            cfg.base_url,
+            BASELINE,
+            cfg.prompts,
+            cfg.seeds,
+            cfg.gold,
+            temperature=cfg.eval_temperature,
+            max_tokens=cfg.max_tokens,
+            concurrency=cfg.eval_concurrency,
+            admin_token=cfg.admin_token,
+        )
+    )
+    if not baseline:  # every reply failed: no baseline to measure any round against
+        raise LoopError(
+            f"{BASELINE} answered none of the {len(cfg.prompts)} held-out prompts "
+            f"({errors} errors); is the server's engine up (GET /readyz)?"
+        )
+    st.baseline = baseline
+    st.sampled = {BASELINE: baseline}
+    rec.evaluation = evaluation = _baseline_evaluation(baseline, errors)
+    rec.wall_s = {"vote": None, "train": None, "canary": None}
+    rec.wall_s["evaluate"] = round(time.monotonic() - t0, 3)
+    for p in ("vote", "train", "canary"):
+        rec.why(f"wall_s.{p}", "round 0 is the baseline: no votes or training")
+    rec.serving_end, rec.canary_end = rec.serving_start, rec.canary_start
+    _explain_round0(rec)
+    st.report.rounds.append(rec)
+    st.say(f"round 0: {BASELINE} gold {evaluation.gold_serving}")
+    _save(st)
+
+
+def _baseline_evaluation(baseline: dict[int, _Sample], errors: int) -> GoldEvaluation:
+    """v0 against itself: every pair a tie, so the win rate is 0.5 by definition."""
+    gold = [s.gold for s in baseline.values()]
+    words = [float(len(s.text.split())) for s in baseline.values()]
+    return GoldEvaluation(
+        serving=BASELINE,
+        baseline=BASELINE,
+        samples=len(baseline),
+        errors=errors,
+        gold_serving=_mean(gold),
+        gold_baseline=_mean(gold),
+        win_rate=0.5,
+        wins=0,
+        ties=len(baseline),
+        losses=0,
+        words_serving=_mean(words),
+        words_baseline=_mean(words),
+        reused_baseline=True,
+    )
+
+
+def _round(st: _LoopState, r: int) -> bool:
+    """Round r >= 1, phase by phase (see the module's docstring). False when the loop
+    stops here: the votes stopped early, or the training run did not finish in time."""
+    pol = st.op.policies()
+    rec = RoundRecord(r, pol["serving"], pol.get("canary"))
+    rec.votes_requested = st.cfg.votes_per_round
+    if not _vote(st, rec):
+        return False
+    training = _train_round(st, rec)
+    _admit_candidate(st, rec, training)
+    _record_other_runs(st, rec, training)
+    _record_events(st, rec, training)
+    evaluation = _evaluate_round(st, rec, training)
+    _record_round(st, rec, evaluation)
+    if training.status == "timeout":
+        st.report.stopped_early = True
+        st.report.stop_reason = f"round {r}: {training.reason}"
+        return False
+    return True
+
+
+def _vote(st: _LoopState, rec: RoundRecord) -> bool:
+    """1. vote: the round's simulated votes, then what the loop does with the canary. False
+    when the votes stopped early: the server keeps failing, and training on nothing is no
+    round."""
+    t0 = time.monotonic()
+    result = _cast_votes(st, rec)
+    if result.stopped_early:
+        _stop_after_failed_votes(st, rec, result)
+        return False
+    votes = f"{result.votes}/{st.cfg.votes_per_round} votes"
+    st.say(f"round {rec.round}: {votes} in {result.elapsed_s:.0f} s")
+    rec.thumbs = thumbs_table(result.per_version)
+    _close_canary(st, rec, _server_ratings(st.op, rec))
+    rec.wall_s["vote"] = round(time.monotonic() - t0, 3)
+    return True
+
+
+def _cast_votes(st: _LoopState, rec: RoundRecord) -> SimulationResult:
+    cfg, r = st.cfg, rec.round
+    st.say(
+        f"round {r}: {cfg.votes_per_round} votes (serving {rec.serving_start}, "
+        f"canary {rec.canary_start})"
+    )
+    result = simulate(
+        cfg.base_url,
+        votes=cfg.votes_per_round,
+        gold=cfg.gold,
+        flip_rate=cfg.flip_rate,
+        split="train",
+        seed=cfg.seed * 1000 + r,
+        max_tokens=cfg.max_tokens,
+        admin_token=cfg.admin_token,
+        **cfg.simulate_options,
+    )
+    rec.simulation = result.to_dict()
+    rec.simulation["config"]["gold"] = st.report.config["gold"]
+    rec.votes_recorded = result.votes
+    return result
+
+
+def _stop_after_failed_votes(st: _LoopState, rec: RoundRecord, result: SimulationResult) -> None:
+    kinds = ", ".join(f"{n} x {k}" for k, n in sorted(result.error_kinds.items()))
+    reason = (
+        f"round {rec.round}: votes stopped at {result.votes}/{st.cfg.votes_per_round} after "
+        f"{result.errors} failed requests ({kinds})"
+    )
+    st.report.stopped_early = True
+    st.report.stop_reason = reason
+    rec.why("evaluation", "the round's votes stopped early; no training, no evaluation")
+    st.report.rounds.append(rec)
+    st.say(reason)
+
+
+def _server_ratings(op: Operator, rec: RoundRecord) -> dict[str, Any] | None:
+    """The server's ratings after the votes, its canary verdict among them; None, with the
+    reason in the round's nulls, when it could not be had."""
+    try:
+        ratings = op.ratings()
+    except ApiError as e:
+        rec.why("server_ratings", f"GET /v1/admin/policies/ratings failed: {e}")
+        return None
+    rec.server_ratings = list(ratings.get("ratings") or [])
+    return ratings
+
+
+def _close_canary(st: _LoopState, rec: RoundRecord, ratings: dict[str, Any] | None) -> None:
+    """Promote or retire the canary after the votes as `promote` says ("rule" leaves it to
+    the server, whose rule may also have acted during the votes)."""
+    promote = st.cfg.promote
+    canary = st.op.policies().get("canary")
+    rec.promotion = {"mode": promote, "canary_after_votes": canary, "action": None}
+    verb: str | None = None
+    why = f"closed loop, promote={promote}"
+    if canary and promote in ("always", "never"):
+        verb = "promote" if promote == "always" else "retire"
+    elif canary and promote == "close":
+        verdict = ratings.get("canary") if ratings is not None else None
+        if ratings is None:
+            rec.promotion["error"] = rec.nulls["server_ratings"]
+        rec.promotion["verdict"] = verdict
+        verb, why = close_verdict(str(canary), verdict, st.cfg.close_min_comparisons)
+        rec.promotion["reason"] = why
+    if canary and verb is not None:
+        try:
+            st.op.call("POST", f"/v1/admin/policies/{canary}/{verb}", {"reason": why})
+            rec.promotion["action"] = f"{verb} {canary}"
+        except ApiError as e:
+            rec.promotion["action"] = f"{verb} {canary} failed: {e}"
+    if canary and promote != "rule":
+        st.say(f"round {rec.round}: {rec.promotion['action'] or 'no action'} ({why})")
+
+
+def _train_round(st: _LoopState, rec: RoundRecord) -> TrainingRecord:
+    """2. train: queue a training round and wait until the trainer finishes it."""
+    t0 = time.monotonic()
+    try:
+        t = _train(st.op, st.cfg.train_timeout_s, st.cfg.poll_s, st.say)
+    except ApiError as e:
+        t = TrainingRecord(
+            run_id=None,
+            status="error",
+            reason=str(e),
+            policy_version=None,
+            elapsed_s=round(time.monotonic() - t0, 3),
+            summary={},
+            reward_candidate=None,
+            reward_serving=None,
+            counts={},
+            last_progress={},
+        )
+    rec.training = t
+    rec.wall_s["train"] = round(time.monotonic() - t0, 3)
+    rec.rm_accuracy = t.summary.get("rm_accuracy")
+    rec.kl_candidate = t.summary.get("kl_candidate")
+    st.say(
+        f"round {rec.round}: training {t.status} ({t.reason or 'ok'}), version {t.policy_version}"
+    )
+    return t
+
+
+def _admit_candidate(st: _LoopState, rec: RoundRecord, t: TrainingRecord) -> None:
+    """3. canary: follow a published candidate until the server admits it; whether it is
+    promoted is up to the next round's votes."""
+    t0 = time.monotonic()
+    if not (t.policy_version and t.status == "succeeded"):
+        rec.wall_s["canary"] = None
+        why = f"no candidate published (training {t.status}: {t.reason})"
+        for name in ("candidate", "candidate_status", "wall_s.canary"):
+            rec.why(name, why)
+        return
+    rec.candidate = t.policy_version
+    if rec.kl_candidate is not None:
+        st.kl_of[t.policy_version] = rec.kl_candidate
+    rec.candidate_status = _wait_admitted(
+        st.op, t.policy_version, st.cfg.canary_timeout_s, min(st.cfg.poll_s, 1.0)
+    )
+    st.say(f"round {rec.round}: {t.policy_version} is {rec.candidate_status}")
+    rec.wall_s["canary"] = round(time.monotonic() - t0, 3)
+
+
+def _record_other_runs(st: _LoopState, rec: RoundRecord, t: TrainingRecord) -> None:
+    """The training runs the trainer's schedule started by itself since the last round."""
+    try:
+        runs = st.op.call("GET", "/v1/admin/training-runs?limit=50")
+        rec.other_runs = [
+            {k: run.get(k) for k in ("id", "status", "trigger", "reason", "policy_version")}
+            for run in runs
+            if int(run["id"]) > st.last_run and int(run["id"]) != t.run_id
+        ]
+        st.last_run = max([st.last_run, *(int(run["id"]) for run in runs)])
+    except ApiError as e:
+        rec.other_runs = [{"error": str(e)}]
+
+
+def _record_events(st: _LoopState, rec: RoundRecord, t: TrainingRecord) -> None:
+    """The policy events since the last round, sorted into the versions promoted, retired
+    and failed, and the candidate the trainer's gate rejected."""
+    events = [ev for ev in st.op.events() if int(ev["id"]) > st.last_event]
+    events.sort(key=lambda ev: int(ev["id"]))
+    st.last_event = max((int(ev["id"]) for ev in events), default=st.last_event)
+    rec.events = events
+    for ev in events:
+        bucket = {
+            "promote": rec.promoted,
+            "rollback": rec.promoted,
+            "retire": rec.retired,
+            "fail": rec.failed,
+        }.get(str(ev["kind"]))
+        if bucket is not None:
+            bucket.append(str(ev["version"]))
+    if t.status == "rejected":
+        rec.rejected.append(t.policy_version or f"run {t.run_id}")
+
+
+def _evaluate_round(st: _LoopState, rec: RoundRecord, t: TrainingRecord) -> GoldEvaluation:
+    """4. evaluate: score whatever serves now against v0 on the held-out prompts."""
+    cfg = st.cfg
+    pol = st.op.policies()
+    rec.serving_end, rec.canary_end = pol["serving"], pol.get("canary")
+    t0 = time.monotonic()
+    serving = str(rec.serving_end)
+    st.say(f"round {rec.round}: evaluating {serving} against {BASELINE}")
+    rec.evaluation = evaluation = _evaluate(
+        cfg.base_url,
+        serving,
+        st.baseline,
+        cfg.prompts,
+        cfg.seeds,
+        cfg.gold,
+        temperature=cfg.eval_temperature,
+        max_tokens=cfg.max_tokens,
+        concurrency=cfg.eval_concurrency,
+        admin_token=cfg.admin_token,
+        sampled=st.sampled,
+    )
+    rec.wall_s["evaluate"] = round(time.monotonic() - t0, 3)
+    _record_kl(st, rec, t, serving)
+    return evaluation
+
+
+def _record_kl(st: _LoopState, rec: RoundRecord, t: TrainingRecord, serving: str) -> None:
+    """KL to v0 of the evaluated version: from the run that made it, else as this round's
+    run measured the serving version."""
+    rec.kl_serving = st.kl_of.get(serving)
+    if rec.kl_serving is None:
+        ks = t.summary.get("kl_serving")
+        if ks is not None:
+            rec.kl_serving = ks
+        else:
+            rec.why("kl_serving", f"no KL measured for {serving} by this loop's runs")
+    rec.sqrt_kl_serving = _sqrt(rec.kl_serving)
+    if rec.sqrt_kl_serving is None:
+        rec.why("sqrt_kl_serving", rec.nulls.get("kl_serving", "no KL"))
+
+
+def _record_round(st: _LoopState, rec: RoundRecord, evaluation: GoldEvaluation) -> None:
+    """Explain the round's nulls, add it to the report and write the report."""
+    _explain_round(rec)
+    st.report.rounds.append(rec)
+    st.say(
+        f"round {rec.round}: {evaluation.serving} gold {evaluation.gold_serving} vs "
+        f"{evaluation.gold_baseline}, win rate {evaluation.win_rate}"
+    )
+    _save(st)
 
 
 def _explain_round0(rec: RoundRecord) -> None:

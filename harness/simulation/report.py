@@ -175,7 +175,22 @@ def _plot_wall(data: dict[str, Any], path: Path) -> None:
     _save(fig, ax, "Wall time per phase per round", path)
 
 
+TABLE_HEAD = (
+    "| round | serving | canary | votes | run | status | RM acc | ceiling | win rate (RM) "
+    "| KL cand. | gold serving | gold v0 | gold win rate | words | wall s |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+)
+TABLE_NOTE = (
+    "ceiling: the accuracy a reward model that knew the gold exactly would expect on the "
+    "round's comparison votes (1 - flip rate on clearly different replies, nearer 0.5 "
+    "on close ones). gold serving, gold win rate and words: the serving version's "
+    "replies to the held-out prompts, sampled once per version (a round that serves the "
+    "same version as an earlier one reuses them)."
+)
+
+
 def summary_markdown(data: dict[str, Any]) -> str:
+    """report.md: the run's settings, a table of its rounds, its outcome and the plots."""
     cfg = data.get("config", {})
     totals = data.get("totals", {})
     lines = [
@@ -186,46 +201,10 @@ def summary_markdown(data: dict[str, Any]) -> str:
         f"{cfg.get('eval_samples')} held-out prompts, promote `{cfg.get('promote')}`, "
         f"seed {cfg.get('seed')}; {cell(data.get('elapsed_s'), 0)} s in all.",
         "",
-        "| round | serving | canary | votes | run | status | RM acc | ceiling | win rate (RM) "
-        "| KL cand. | gold serving | gold v0 | gold win rate | words | wall s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in data.get("rounds", []):
-        t = r.get("training") or {}
-        s = t.get("summary") or {}
-        e = r.get("evaluation") or {}
-        sim = r.get("simulation") or {}
-        wall = sum(v for v in (r.get("wall_s") or {}).values() if isinstance(v, int | float))
-        lines.append(
-            "| "
-            + " | ".join(
-                [
-                    str(r["round"]),
-                    cell(r.get("serving_end")),
-                    cell(r.get("canary_end")),
-                    f"{r.get('votes_recorded')}/{r.get('votes_requested')}",
-                    cell(t.get("run_id")),
-                    f"{cell(t.get('status'))}" + (f" ({t['reason']})" if t.get("reason") else ""),
-                    cell(s.get("rm_accuracy")),
-                    cell(sim.get("accuracy_ceiling")),
-                    cell(s.get("win_rate")),
-                    cell(s.get("kl_candidate")),
-                    cell(e.get("gold_serving")),
-                    cell(e.get("gold_baseline")),
-                    cell(e.get("win_rate")),
-                    cell(e.get("words_serving"), 1),
-                    cell(float(wall), 0),
-                ]
-            )
-            + " |"
-        )
-    lines += [
+        *TABLE_HEAD,
+        *(_round_row(r) for r in data.get("rounds", [])),
         "",
-        "ceiling: the accuracy a reward model that knew the gold exactly would expect on the "
-        "round's comparison votes (1 - flip rate on clearly different replies, nearer 0.5 "
-        "on close ones). gold serving, gold win rate and words: the serving version's "
-        "replies to the held-out prompts, sampled once per version (a round that serves the "
-        "same version as an earlier one reuses them).",
+        TABLE_NOTE,
         "",
         f"Promoted: {', '.join(totals.get('promoted') or []) or 'none'}; "
         f"retired: {', '.join(totals.get('retired') or []) or 'none'}; "
@@ -237,6 +216,33 @@ def summary_markdown(data: dict[str, Any]) -> str:
         lines.append(f"\nStopped early: {data.get('stop_reason')}")
     lines += ["", *[f"![{p}]({p})" for p in PLOTS], ""]
     return "\n".join(lines)
+
+
+def _round_row(r: dict[str, Any]) -> str:
+    """One round's row of the summary table."""
+    t = r.get("training") or {}
+    s = t.get("summary") or {}
+    e = r.get("evaluation") or {}
+    sim = r.get("simulation") or {}
+    wall = sum(v for v in (r.get("wall_s") or {}).values() if isinstance(v, int | float))
+    cells = [
+        str(r["round"]),
+        cell(r.get("serving_end")),
+        cell(r.get("canary_end")),
+        f"{r.get('votes_recorded')}/{r.get('votes_requested')}",
+        cell(t.get("run_id")),
+        f"{cell(t.get('status'))}" + (f" ({t['reason']})" if t.get("reason") else ""),
+        cell(s.get("rm_accuracy")),
+        cell(sim.get("accuracy_ceiling")),
+        cell(s.get("win_rate")),
+        cell(s.get("kl_candidate")),
+        cell(e.get("gold_serving")),
+        cell(e.get("gold_baseline")),
+        cell(e.get("win_rate")),
+        cell(e.get("words_serving"), 1),
+        cell(float(wall), 0),
+    ]
+    return "| " + " | ".join(cells) + " |"
 
 
 def write_report(data: dict[str, Any], out_dir: Path | str) -> list[Path]:

@@ -208,27 +208,142 @@ async def _comparison_vote(
 ) -> None:
     cmp = await client.compare(prompt.messages(), max_tokens=max_tokens)
     result.comparisons += 1
-    verdict = user.judge(prompt.text, cmp.a.text, cmp.b.text)
-    va, vb = await client.vote(cmp.id, verdict.choice, verdict.reason)
-    result.comparison_votes[verdict.choice] += 1
-    result.flipped += verdict.flipped
-    if verdict.choice != "tie" and verdict.gold_a != verdict.gold_b:
+    pick = user.judge(prompt.text, cmp.a.text, cmp.b.text)
+    va, vb = await client.vote(cmp.id, pick.choice, pick.reason)
+    result.comparison_votes[pick.choice] += 1
+    result.flipped += pick.flipped
+    if pick.choice != "tie" and pick.gold_a != pick.gold_b:
         result.gold_decided += 1
-        result.gold_agreed += (verdict.choice == "a") == (verdict.gold_a > verdict.gold_b)
-        result.agree_expected_sum += user.expected_agreement(verdict.gold_a, verdict.gold_b)
-    for version, gold in ((va, verdict.gold_a), (vb, verdict.gold_b)):
+        result.gold_agreed += (pick.choice == "a") == (pick.gold_a > pick.gold_b)
+        result.agree_expected_sum += user.expected_agreement(pick.gold_a, pick.gold_b)
+    for version, gold in ((va, pick.gold_a), (vb, pick.gold_b)):
         stats = result.version(version or "?")
         stats.replies += 1
         stats.gold_sum += gold
     if va is None or vb is None or va == vb:
         return
-    if verdict.choice == "tie":
+    if pick.choice == "tie":
         result.version(va).ties += 1
         result.version(vb).ties += 1
     else:
-        winner, loser = (va, vb) if verdict.choice == "a" else (vb, va)
+        winner, loser = (va, vb) if pick.choice == "a" else (vb, va)
         result.version(winner).wins += 1
         result.version(loser).losses += 1
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What decides attempt i: its user, prompt, kind and judgment noise all come from
+    `random.Random(f"{seed}/{i}")`, so a run is reproducible up to what the server samples."""
+
+    pool: list[Prompt]
+    judging: _Judging
+    seed: int
+    comparison_share: float
+    max_tokens: int | None
+
+    async def attempt(
+        self, i: int, clients: Sequence[UserClient], result: SimulationResult
+    ) -> None:
+        rng = random.Random(f"{self.seed}/{i}")
+        client = clients[rng.randrange(len(clients))]
+        prompt = rng.choice(self.pool)
+        user = self.judging.user(rng)
+        run = _comparison_vote if is_comparison(i, self.comparison_share) else _chat_vote
+        await run(client, user, prompt, self.max_tokens, result)
+
+
+@dataclass(frozen=True)
+class _Accounts:
+    """How the simulated users sign in (a session or an API key) and out (the key revoked)."""
+
+    base_url: str
+    admin_token: str | None
+    auth: str
+    timeout_s: float
+
+    async def open(self, u: int, seed: int) -> UserClient:
+        try:
+            return await open_user(
+                self.base_url,
+                f"user {u} (seed {seed})",
+                admin_token=self.admin_token,
+                auth=self.auth,
+                timeout_s=self.timeout_s,
+            )
+        except ApiError as e:
+            raise SimulationError(f"cannot start simulated user {u}: {e}") from e
+
+    async def close(self, client: UserClient) -> None:
+        if client.key_id is not None and self.admin_token:
+            with contextlib.suppress(Exception):
+                await revoke_key(self.base_url, self.admin_token, client.key_id)
+        await client.aclose()
+
+
+@dataclass
+class _VoteRun:
+    """One run's shared state: its workers take attempts in turn until the votes are
+    stored or the error budget is spent."""
+
+    plan: _Plan
+    result: SimulationResult
+    budget: int  # failed attempts allowed before the run stops early
+    progress: Callable[[Progress], None] | None
+    start: float  # time.monotonic() at the start
+    clients: list[UserClient] = field(default_factory=list)
+    next_attempt: int = 0
+    in_flight: int = 0
+
+    def more(self) -> bool:
+        """Whether a worker should take another attempt: the attempts under way count
+        towards the votes, so the run does not overshoot its target."""
+        result = self.result
+        return result.votes + self.in_flight < result.votes_target and result.errors < self.budget
+
+    async def worker(self) -> None:
+        result = self.result
+        while self.more():
+            i = self.next_attempt
+            self.next_attempt += 1
+            self.in_flight += 1
+            try:
+                await self.plan.attempt(i, self.clients, result)
+                result.votes += 1
+            except ApiError as e:
+                result.errors += 1
+                result.error_kinds[e.kind] += 1
+            finally:
+                self.in_flight -= 1
+            if self.progress is not None:
+                elapsed = time.monotonic() - self.start
+                self.progress(
+                    Progress(result.votes, result.votes_target, result.errors, elapsed, result)
+                )
+
+
+async def _cast_votes(
+    run: _VoteRun, accounts: _Accounts, *, users: int, concurrency: int
+) -> SimulationResult:
+    """Sign the users in, let `concurrency` workers cast the votes, and sign them out
+    (revoking their API keys) whatever happened."""
+    result = run.result
+    try:
+        for u in range(users):
+            run.clients.append(await accounts.open(u, run.plan.seed))
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for _ in range(min(concurrency, max(result.votes_target, 1))):
+                    tg.create_task(run.worker())
+        except ExceptionGroup as group:  # a bug (e.g. in a plug-in gold), not a bad answer
+            raise group.exceptions[0] from None
+        result.stopped_early = result.votes < result.votes_target
+    finally:
+        for c in run.clients:
+            result.retries.update(c.retries)
+            await accounts.close(c)
+        result.elapsed_s = time.monotonic() - run.start
+    return result
 
 
 async def simulate_async(
@@ -265,92 +380,32 @@ async def simulate_async(
     pool = list(prompts) if prompts is not None else load_prompts(split)
     if not pool:
         raise ValueError("no prompts to send")
-    budget = max_errors if max_errors is not None else max(10, votes // 5)
-    result = SimulationResult(
-        votes_target=votes,
-        config={
-            "base_url": base_url,
-            "gold": gold if isinstance(gold, str) else gold_spec(gold_fn),
-            "flip_rate": flip_rate,
-            "comparison_share": comparison_share,
-            "users": users,
-            "split": split,
-            "seed": seed,
-            "max_tokens": max_tokens,
-            "concurrency": concurrency,
-            "auth": auth,
-            "temperature": temperature,
-            "tie_epsilon": tie_epsilon,
-            "thumbs_threshold": thumbs_threshold,
-            "thumbs_noise": thumbs_noise,
-            "prompts": len(pool),
-        },
+    config: dict[str, Any] = {
+        "base_url": base_url,
+        "gold": gold if isinstance(gold, str) else gold_spec(gold_fn),
+        "flip_rate": flip_rate,
+        "comparison_share": comparison_share,
+        "users": users,
+        "split": split,
+        "seed": seed,
+        "max_tokens": max_tokens,
+        "concurrency": concurrency,
+        "auth": auth,
+        "temperature": temperature,
+        "tie_epsilon": tie_epsilon,
+        "thumbs_threshold": thumbs_threshold,
+        "thumbs_noise": thumbs_noise,
+        "prompts": len(pool),
+    }
+    run = _VoteRun(
+        plan=_Plan(pool, judging, seed, comparison_share, max_tokens),
+        result=SimulationResult(votes_target=votes, config=config),
+        budget=max_errors if max_errors is not None else max(10, votes // 5),
+        progress=progress,
+        start=time.monotonic(),
     )
-    start = time.monotonic()
-    clients: list[UserClient] = []
-    try:
-        for u in range(users):
-            try:
-                clients.append(
-                    await open_user(
-                        base_url,
-                        f"user {u} (seed {seed})",
-                        admin_token=admin_token,
-                        auth=auth,
-                        timeout_s=timeout_s,
-                    )
-                )
-            except ApiError as e:
-                raise SimulationError(f"cannot start simulated user {u}: {e}") from e
-
-        next_attempt = 0
-        in_flight = 0
-
-        async def attempt(i: int) -> None:
-            rng = random.Random(f"{seed}/{i}")
-            client = clients[rng.randrange(users)]
-            prompt = rng.choice(pool)
-            user = judging.user(rng)
-            run = _comparison_vote if is_comparison(i, comparison_share) else _chat_vote
-            await run(client, user, prompt, max_tokens, result)
-
-        async def worker() -> None:
-            nonlocal next_attempt, in_flight
-            while result.votes + in_flight < votes and result.errors < budget:
-                i = next_attempt
-                next_attempt += 1
-                in_flight += 1
-                try:
-                    await attempt(i)
-                    result.votes += 1
-                except ApiError as e:
-                    result.errors += 1
-                    result.error_kinds[e.kind] += 1
-                finally:
-                    in_flight -= 1
-                if progress is not None:
-                    progress(
-                        Progress(
-                            result.votes, votes, result.errors, time.monotonic() - start, result
-                        )
-                    )
-
-        try:
-            async with asyncio.TaskGroup() as tg:
-                for _ in range(min(concurrency, max(votes, 1))):
-                    tg.create_task(worker())
-        except ExceptionGroup as group:  # a bug (e.g. in a plug-in gold), not a bad answer
-            raise group.exceptions[0] from None
-        result.stopped_early = result.votes < votes
-    finally:
-        for c in clients:
-            result.retries.update(c.retries)
-            if c.key_id is not None and admin_token:
-                with contextlib.suppress(Exception):
-                    await revoke_key(base_url, admin_token, c.key_id)
-            await c.aclose()
-        result.elapsed_s = time.monotonic() - start
-    return result
+    accounts = _Accounts(base_url, admin_token, auth, timeout_s)
+    return await _cast_votes(run, accounts, users=users, concurrency=concurrency)
 
 
 def simulate(

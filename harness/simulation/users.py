@@ -45,8 +45,9 @@ def normal_cdf(x: float) -> float:
 
 
 @dataclass(frozen=True)
-class Verdict:
-    """A comparison vote with what it was judged on."""
+class ComparisonPick:
+    """A simulated user's vote in a comparison (a, b or tie), with the gold scores it was
+    judged on and whether label noise flipped it."""
 
     choice: Choice
     reason: str | None
@@ -115,15 +116,15 @@ class SimulatedUser:
             return 1.0 if d > 0 else 0.0 if d < 0 else 0.5
         return sigmoid(d / self.temperature)
 
-    def judge(self, prompt: str, a: str, b: str) -> Verdict:
+    def judge(self, prompt: str, a: str, b: str) -> ComparisonPick:
         ga, gb = self.score(prompt, a), self.score(prompt, b)
         if abs(ga - gb) <= self.tie_epsilon:
-            return Verdict("tie", None, ga, gb, False)
+            return ComparisonPick("tie", None, ga, gb, False)
         choice: Choice = "a" if self.rng.random() < self.p_prefer_a(ga, gb) else "b"
         flipped = self.rng.random() < self.flip_rate
         if flipped:
             choice = "b" if choice == "a" else "a"
-        return Verdict(choice, self.reasons.comparison, ga, gb, flipped)
+        return ComparisonPick(choice, self.reasons.comparison, ga, gb, flipped)
 
     def compare(self, prompt: str, a: str, b: str) -> Choice:
         return self.judge(prompt, a, b).choice
