@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.feedback import export
 from service.feedback.export import ExportFilter, ExportFormat, export_lines, export_rows
-from service.feedback.stats import feedback_stats, wilson_interval
+from service.feedback.stats import feedback_stats
 from service.identity.credentials import pseudonym
 from store.db import repository
 from store.db.migrate import upgrade
@@ -28,6 +28,7 @@ from store.db.models import (
     new_id,
 )
 from store.db.session import make_engine, make_session_factory, session_scope
+from store.intervals import wilson_interval
 from tests.dbutil import generation_row, lora_version
 
 SECRET = "test-secret"
@@ -396,26 +397,6 @@ def test_raw_merges_long_streams_in_vote_order(data: Fixture) -> None:
     assert len(_rows(data, ExportFormat.PAIRS, ExportFilter(since=start))) == 700
 
 
-def test_wilson_interval_matches_known_values() -> None:
-    # Newcombe (1998), Statistics in Medicine 17:857, table I, method 3 (Wilson score).
-    published = {
-        (81, 263): (0.2553, 0.3662),
-        (15, 148): (0.0624, 0.1605),
-        (0, 20): (0.0, 0.1611),
-        (1, 29): (0.0061, 0.1718),
-        (29, 29): (0.8830, 1.0),
-    }
-    for (k, n), bounds in published.items():
-        assert wilson_interval(k, n) == pytest.approx(bounds, abs=5e-5)
-    assert wilson_interval(5, 10) == pytest.approx((0.2366, 0.7634), abs=5e-5)
-    # Roots of (k/n - p)^2 = z^2 p (1 - p) / n, found by bisection, for another z.
-    assert wilson_interval(8, 10, z=2.576) == pytest.approx((0.400796, 0.959872), abs=1e-6)
-    with pytest.raises(ValueError):
-        wilson_interval(0, 0)
-    with pytest.raises(ValueError):
-        wilson_interval(3, 2)
-
-
 def test_stats_over_the_whole_data(data: Fixture) -> None:
     with session_scope(data.sessions) as s:
         out = feedback_stats(s, days=3, alias=ALIAS, now=T + 2 * D + 12 * H)
@@ -431,14 +412,14 @@ def test_stats_over_the_whole_data(data: Fixture) -> None:
         (date(2026, 11, 22), 0, 0, 0, 3),
     ]
     v0, v1 = out.versions
-    lo, hi = wilson_interval(1, 2)
+    ci = wilson_interval(1, 2)
     assert v0.model_dump() == {
         "version": "loopchat@v0",
         "thumbs_up": 1,  # the streaming reply's live up
         "thumbs_down": 1,  # the changed vote counts as its live down only
         "up_rate": 0.5,
-        "up_rate_low": pytest.approx(lo),
-        "up_rate_high": pytest.approx(hi),
+        "up_rate_low": pytest.approx(ci.low),
+        "up_rate_high": pytest.approx(ci.high),
         "comparisons": 5,
         "wins": 2,
         "losses": 1,
@@ -447,14 +428,14 @@ def test_stats_over_the_whole_data(data: Fixture) -> None:
         "win_rate": pytest.approx(2 / 3),
         "self_comparisons": 0,
     }
-    lo, hi = wilson_interval(2, 2)
+    ci = wilson_interval(2, 2)
     assert v1.model_dump() == {
         "version": "loopchat@v1",
         "thumbs_up": 2,
         "thumbs_down": 0,
         "up_rate": 1.0,
-        "up_rate_low": pytest.approx(lo),
-        "up_rate_high": pytest.approx(hi),
+        "up_rate_low": pytest.approx(ci.low),
+        "up_rate_high": pytest.approx(ci.high),
         "comparisons": 6,
         "wins": 1,
         "losses": 2,

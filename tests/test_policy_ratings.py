@@ -10,16 +10,15 @@ import pytest
 from service.policies.ratings import (
     DEFAULT_PRIOR,
     HeadToHead,
-    Interval,
     Match,
     bootstrap_intervals,
     elo,
     fit_bradley_terry,
     head_to_head,
     rate_versions,
-    wilson_interval,
 )
 from service.policies.rules import PromotionRule, Verdict, decide
+from store.intervals import Interval, wilson_interval
 
 TRUE = {"v0": 0.0, "v1": 0.5, "v2": 1.0, "v3": -0.5}
 NAMES = list(TRUE)
@@ -129,20 +128,6 @@ def test_bootstrap_is_deterministic_given_seed() -> None:
 
 
 # -- proportions ---------------------------------------------------------------------------
-
-
-def test_wilson_interval_known_values() -> None:
-    mid = wilson_interval(50, 100)
-    assert mid.low == pytest.approx(0.4038, abs=1e-4)
-    assert mid.high == pytest.approx(0.5962, abs=1e-4)
-    none = wilson_interval(0, 10)
-    assert none.low == 0.0 and none.high == pytest.approx(0.2775, abs=1e-4)
-    all_ = wilson_interval(10, 10)
-    assert all_.low == pytest.approx(0.7225, abs=1e-4) and all_.high == 1.0
-    assert wilson_interval(0, 0) == Interval(0.0, 1.0)
-    half = wilson_interval(2.5, 5)  # half-wins are allowed
-    assert half.low == pytest.approx(1 - half.high)
-    assert wilson_interval(50, 100, level=0.99).low < mid.low
 
 
 def test_head_to_head_ties_order_and_other_versions() -> None:

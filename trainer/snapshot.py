@@ -14,29 +14,21 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
-from store.db.models import (
-    Comparison,
-    ComparisonChoice,
-    Generation,
-    GenerationStatus,
-    PolicyVersion,
-    Rating,
+from store.db.models import Comparison, ComparisonChoice, Generation, GenerationStatus, Rating
+from store.votes import (
+    FINISHED,
+    ComparisonSides,
+    as_utc,
+    comparisons_with_replies,
+    in_window,
+    ratings_with_replies,
 )
-from store.votes import FINISHED, as_utc
 from trainer.records import ComparisonVote, Messages, RatingVote, Reply, Snapshot, messages
 
 BATCH_ROWS = 500
-
-
-def _window(column: Any, start: datetime | None, end: datetime) -> list[ColumnElement[bool]]:
-    # Bound as UTC: SQLite stores the UTC wall clock and ignores offsets in parameters.
-    conds: list[ColumnElement[bool]] = [column < end]
-    if start is not None:
-        conds.append(column >= start)
-    return conds
 
 
 def _finished(status: Any, finish_reason: str | None) -> bool:
@@ -67,7 +59,7 @@ def _ratings(
     session: Session, replies: _Replies, start: datetime | None, end: datetime
 ) -> list[RatingVote]:
     stmt = (
-        select(
+        ratings_with_replies(
             Rating.id,
             Rating.user_id,
             Rating.value,
@@ -77,12 +69,11 @@ def _ratings(
             Generation.text,
             Generation.status,
             Generation.finish_reason,
-            PolicyVersion.name.label("version"),
+            since=start,
+            until=end,
+            live=True,
+            finished=True,
         )
-        .join(Generation, Generation.id == Rating.generation_id)
-        .join(PolicyVersion, PolicyVersion.id == Generation.policy_version_id)
-        .where(Rating.live.is_(True), Generation.status.in_(FINISHED))
-        .where(*_window(Rating.created_at, start, end))
         .order_by(Rating.created_at, Rating.id)
         .execution_options(yield_per=BATCH_ROWS)
     )
@@ -101,41 +92,26 @@ def _ratings(
 def _comparisons(
     session: Session, replies: _Replies, start: datetime | None, end: datetime
 ) -> list[ComparisonVote]:
-    ga, gb = aliased(Generation), aliased(Generation)
-    va, vb = aliased(PolicyVersion), aliased(PolicyVersion)
+    sides = ComparisonSides.new()
     stmt = (
-        select(
+        comparisons_with_replies(
+            sides,
             Comparison.id,
             Comparison.user_id,
             Comparison.choice,
             Comparison.voted_at,
-            ga.id.label("a_id"),
-            ga.prompt.label("a_prompt"),
-            ga.text.label("a_text"),
-            ga.status.label("a_status"),
-            ga.finish_reason.label("a_reason"),
-            va.name.label("a_version"),
-            gb.id.label("b_id"),
-            gb.prompt.label("b_prompt"),
-            gb.text.label("b_text"),
-            gb.status.label("b_status"),
-            gb.finish_reason.label("b_reason"),
-            vb.name.label("b_version"),
+            *sides.replies("id", "prompt", "text", "status", "finish_reason"),
+            since=start,
+            until=end,
+            finished=True,
         )
-        .join(ga, ga.id == Comparison.generation_a_id)
-        .join(va, va.id == ga.policy_version_id)
-        .join(gb, gb.id == Comparison.generation_b_id)
-        .join(vb, vb.id == gb.policy_version_id)
-        .where(Comparison.choice.is_not(None), Comparison.voted_at.is_not(None))
-        .where(ga.status.in_(FINISHED), gb.status.in_(FINISHED))
-        .where(*_window(Comparison.voted_at, start, end))
         .order_by(Comparison.voted_at, Comparison.id)
         .execution_options(yield_per=BATCH_ROWS)
     )
     out: list[ComparisonVote] = []
     for c in session.execute(stmt):
-        a = replies.get(c.a_id, c.a_prompt, c.a_text, c.a_version, c.a_status, c.a_reason)
-        b = replies.get(c.b_id, c.b_prompt, c.b_text, c.b_version, c.b_status, c.b_reason)
+        a = replies.get(c.a_id, c.a_prompt, c.a_text, c.a_version, c.a_status, c.a_finish_reason)
+        b = replies.get(c.b_id, c.b_prompt, c.b_text, c.b_version, c.b_status, c.b_finish_reason)
         out.append(
             ComparisonVote(
                 id=c.id,
@@ -157,7 +133,7 @@ def _prompts(session: Session, start: datetime | None, end: datetime, limit: int
     stmt = (
         select(Generation.prompt)
         .where(Generation.status.in_(FINISHED))
-        .where(*_window(Generation.created_at, start, end))
+        .where(*in_window(Generation.created_at, start, end))
         .order_by(Generation.created_at.desc(), Generation.id.desc())
         .execution_options(yield_per=BATCH_ROWS)
     )

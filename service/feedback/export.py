@@ -55,8 +55,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, or_, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import Select, or_
+from sqlalchemy.orm import Session
 
 from service.identity.credentials import pseudonym
 from store.db.models import (
@@ -67,9 +67,16 @@ from store.db.models import (
     PolicyVersion,
     Rating,
 )
-from store.votes import FINISHED, as_utc
+from store.votes import (
+    ComparisonSides,
+    as_utc,
+    comparisons_with_replies,
+    ratings_with_replies,
+)
 
 BATCH_ROWS = 500
+
+
 class ExportFormat(StrEnum):
     PAIRS = "pairs"
     UNPAIRED = "unpaired"
@@ -130,16 +137,6 @@ def export_lines(
     return (json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n" for row in rows)
 
 
-def _window(column: Any, flt: ExportFilter) -> list[ColumnElement[bool]]:
-    # Bound as UTC: SQLite stores the UTC wall clock and ignores offsets in parameters.
-    conds: list[ColumnElement[bool]] = []
-    if flt.since is not None:
-        conds.append(column >= as_utc(flt.since))
-    if flt.until is not None:
-        conds.append(column < as_utc(flt.until))
-    return conds
-
-
 def _messages(prompt: list[Any]) -> list[dict[str, Any]]:
     return [{"role": m["role"], "content": m["content"]} for m in prompt]
 
@@ -148,70 +145,51 @@ def _reply(text: str) -> list[dict[str, Any]]:
     return [{"role": "assistant", "content": text}]
 
 
-def _ratings_query(flt: ExportFilter, version: str | None) -> Select[Any]:
-    stmt = (
-        select(
-            Rating.id,
-            Rating.user_id,
-            Rating.generation_id,
-            Rating.value,
-            Rating.reason,
-            Rating.comment,
-            Rating.live,
-            Rating.created_at,
-            Rating.superseded_at,
-            Generation.prompt,
-            Generation.text,
-            Generation.status,
-            PolicyVersion.name.label("version"),
-        )
-        .join(Generation, Generation.id == Rating.generation_id)
-        .join(PolicyVersion, PolicyVersion.id == Generation.policy_version_id)
-        .where(*_window(Rating.created_at, flt))
-        .order_by(Rating.created_at, Rating.id)
-    )
+def _ratings_query(flt: ExportFilter, version: str | None, usable: bool) -> Select[Any]:
+    # usable: live ratings of finished replies, the only ones a training row may come from.
+    stmt = ratings_with_replies(
+        Rating.id,
+        Rating.user_id,
+        Rating.generation_id,
+        Rating.value,
+        Rating.reason,
+        Rating.comment,
+        Rating.live,
+        Rating.created_at,
+        Rating.superseded_at,
+        Generation.prompt,
+        Generation.text,
+        Generation.status,
+        since=flt.since,
+        until=flt.until,
+        live=usable,
+        finished=usable,
+    ).order_by(Rating.created_at, Rating.id)
     if version is not None:
         stmt = stmt.where(PolicyVersion.name == version)
     return stmt.execution_options(yield_per=BATCH_ROWS)
 
 
 def _comparisons_query(flt: ExportFilter, version: str | None, pairs_only: bool) -> Select[Any]:
-    ga, gb = aliased(Generation), aliased(Generation)
-    va, vb = aliased(PolicyVersion), aliased(PolicyVersion)
-    stmt = (
-        select(
-            Comparison.id,
-            Comparison.user_id,
-            Comparison.prompt,
-            Comparison.choice,
-            Comparison.reason,
-            Comparison.created_at,
-            Comparison.voted_at,
-            ga.id.label("a_id"),
-            ga.text.label("a_text"),
-            ga.status.label("a_status"),
-            va.name.label("a_version"),
-            gb.id.label("b_id"),
-            gb.text.label("b_text"),
-            gb.status.label("b_status"),
-            vb.name.label("b_version"),
-        )
-        .join(ga, ga.id == Comparison.generation_a_id)
-        .join(va, va.id == ga.policy_version_id)
-        .join(gb, gb.id == Comparison.generation_b_id)
-        .join(vb, vb.id == gb.policy_version_id)
-        .where(Comparison.choice.is_not(None), Comparison.voted_at.is_not(None))
-        .where(*_window(Comparison.voted_at, flt))
-        .order_by(Comparison.voted_at, Comparison.id)
-    )
+    sides = ComparisonSides.new()
+    stmt = comparisons_with_replies(
+        sides,
+        Comparison.id,
+        Comparison.user_id,
+        Comparison.prompt,
+        Comparison.choice,
+        Comparison.reason,
+        Comparison.created_at,
+        Comparison.voted_at,
+        *sides.replies("id", "text", "status"),
+        since=flt.since,
+        until=flt.until,
+        finished=pairs_only,
+    ).order_by(Comparison.voted_at, Comparison.id)
     if version is not None:
-        stmt = stmt.where(or_(va.name == version, vb.name == version))
+        stmt = stmt.where(or_(sides.version_a.name == version, sides.version_b.name == version))
     if pairs_only:
-        stmt = stmt.where(
-            Comparison.choice.in_([ComparisonChoice.A, ComparisonChoice.B]),
-            ga.status.in_(FINISHED),
-            gb.status.in_(FINISHED),
-        )
+        stmt = stmt.where(Comparison.choice.in_([ComparisonChoice.A, ComparisonChoice.B]))
     return stmt.execution_options(yield_per=BATCH_ROWS)
 
 
@@ -223,10 +201,7 @@ def _pairs(session: Session, flt: ExportFilter, version: str | None) -> Iterator
 
 
 def _unpaired(session: Session, flt: ExportFilter, version: str | None) -> Iterator[dict[str, Any]]:
-    stmt = _ratings_query(flt, version).where(
-        Rating.live.is_(True), Generation.status.in_(FINISHED)
-    )
-    for row in session.execute(stmt):
+    for row in session.execute(_ratings_query(flt, version, usable=True)):
         yield {
             "prompt": _messages(row.prompt),
             "completion": _reply(row.text),
@@ -244,7 +219,7 @@ def _raw(
         return None if user_id is None else pseudonym(secret, user_id)
 
     def ratings() -> Iterator[tuple[datetime, dict[str, Any]]]:
-        for r in session.execute(_ratings_query(flt, version)):
+        for r in session.execute(_ratings_query(flt, version, usable=False)):
             yield (
                 as_utc(r.created_at),
                 {

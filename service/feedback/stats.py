@@ -18,32 +18,24 @@ Counting is done with SQL GROUP BY on SQLite and PostgreSQL alike.
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, Date, case, cast, func, literal_column, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import ColumnElement, Date, cast, func, literal_column, select
+from sqlalchemy.orm import Session
 
 from service.protocol.admin import DayVotes, ReasonCount, StatsOut, StatsTotals, VersionStats
-from store.db.models import Comparison, ComparisonChoice, Generation, PolicyVersion, Rating
-from store.votes import as_utc
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion (z=1.96: 95%)."""
-    if n <= 0:
-        raise ValueError("n must be positive")
-    if not 0 <= successes <= n:
-        raise ValueError("successes must be between 0 and n")
-    p = successes / n
-    z2 = z * z
-    denom = 1 + z2 / n
-    center = (p + z2 / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
-    return max(0.0, center - half), min(1.0, center + half)
+from store.db.models import Comparison, ComparisonChoice, Rating
+from store.intervals import wilson_interval
+from store.votes import (
+    ComparisonSides,
+    as_utc,
+    comparisons_with_replies,
+    thumb_sums,
+    thumbs_per_version,
+)
 
 
 def utc_day(column: Any, dialect: str) -> Any:
@@ -102,18 +94,12 @@ class _Window:
         )
 
 
-def _thumbs() -> tuple[ColumnElement[Any], ColumnElement[Any]]:
-    up = func.sum(case((Rating.value > 0, 1), else_=0))
-    down = func.sum(case((Rating.value < 0, 1), else_=0))
-    return up, down
-
-
 def _votes_per_day(session: Session, w: _Window, days: int) -> list[DayVotes]:
     dialect = session.get_bind().dialect.name
     first = w.since.date()
     counts = {first + timedelta(days=i): [0, 0, 0, 0] for i in range(days)}
     rday = utc_day(Rating.created_at, dialect)
-    up, down = _thumbs()
+    up, down = thumb_sums()
     stmt = select(rday, func.count(), up, down).where(*w.rated()).group_by(rday)
     for day, n, n_up, n_down in session.execute(stmt):
         counts[_as_date(day)][:3] = [int(n), int(n_up), int(n_down)]
@@ -127,67 +113,64 @@ def _votes_per_day(session: Session, w: _Window, days: int) -> list[DayVotes]:
 
 
 def _versions(session: Session, w: _Window, alias: str) -> list[VersionStats]:
-    up, down = _thumbs()
-    thumbs: dict[int, tuple[int, int]] = {}
-    for vid, n_up, n_down in session.execute(
-        select(Generation.policy_version_id, up, down)
-        .join(Generation, Generation.id == Rating.generation_id)
-        .where(Rating.live.is_(True), *w.rated())
-        .group_by(Generation.policy_version_id)
-    ):
-        thumbs[vid] = (int(n_up), int(n_down))
+    rated = thumbs_per_version(session, w.since, w.until)
+    thumbs = {t.version_id: (t.up, t.down) for t in rated}
+    outcomes, names = _outcomes(session, w)
+    names.update((t.version_id, t.version) for t in rated)
+    return [
+        _version_stats(f"{alias}@{names[vid]}", thumbs.get(vid, (0, 0)), outcomes.get(vid, {}))
+        for vid in sorted(names)
+    ]
 
-    ga, gb = aliased(Generation), aliased(Generation)
-    outcome: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for va, vb, choice, n in session.execute(
-        select(ga.policy_version_id, gb.policy_version_id, Comparison.choice, func.count())
-        .join(ga, ga.id == Comparison.generation_a_id)
-        .join(gb, gb.id == Comparison.generation_b_id)
-        .where(*w.voted())
-        .group_by(ga.policy_version_id, gb.policy_version_id, Comparison.choice)
-    ):
-        if va == vb:
-            outcome[va]["comparisons"] += n
-            outcome[va]["self_comparisons"] += n
-            continue
-        for mine, side in ((va, ComparisonChoice.A), (vb, ComparisonChoice.B)):
-            outcome[mine]["comparisons"] += n
-            if choice in (ComparisonChoice.A, ComparisonChoice.B):
-                outcome[mine]["wins" if choice == side else "losses"] += n
-            else:
-                outcome[mine]["ties" if choice == ComparisonChoice.TIE else "both_bad"] += n
 
-    ids = sorted(set(thumbs) | set(outcome))
-    names: dict[int, str] = {
-        vid: name
-        for vid, name in session.execute(
-            select(PolicyVersion.id, PolicyVersion.name).where(PolicyVersion.id.in_(ids))
-        )
-    }
-    versions = []
-    for vid in ids:
-        n_up, n_down = thumbs.get(vid, (0, 0))
-        o = outcome.get(vid, {})
-        low, high = wilson_interval(n_up, n_up + n_down) if n_up + n_down else (None, None)
-        wins, losses = o.get("wins", 0), o.get("losses", 0)
-        versions.append(
-            VersionStats(
-                version=f"{alias}@{names[vid]}",
-                thumbs_up=n_up,
-                thumbs_down=n_down,
-                up_rate=_ratio(n_up, n_up + n_down),
-                up_rate_low=low,
-                up_rate_high=high,
-                comparisons=o.get("comparisons", 0),
-                wins=wins,
-                losses=losses,
-                ties=o.get("ties", 0),
-                both_bad=o.get("both_bad", 0),
-                win_rate=_ratio(wins, wins + losses),
-                self_comparisons=o.get("self_comparisons", 0),
-            )
-        )
-    return versions
+def _outcomes(session: Session, w: _Window) -> tuple[dict[int, dict[str, int]], dict[int, str]]:
+    """Comparison outcomes per version id, and the names of the versions compared."""
+    sides = ComparisonSides.new()
+    va, vb = sides.version_a, sides.version_b
+    keys = (va.id, va.name, vb.id, vb.name, Comparison.choice)
+    stmt = comparisons_with_replies(
+        sides, *keys, func.count(), since=w.since, until=w.until
+    ).group_by(*keys)
+    outcomes: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    names: dict[int, str] = {}
+    for a, a_name, b, b_name, choice, n in session.execute(stmt):
+        names[a], names[b] = a_name, b_name
+        _tally(outcomes, a, b, choice, n)
+    return outcomes, names
+
+
+def _tally(outcomes: dict[int, dict[str, int]], va: int, vb: int, choice: Any, n: int) -> None:
+    if va == vb:
+        outcomes[va]["comparisons"] += n
+        outcomes[va]["self_comparisons"] += n
+        return
+    for mine, side in ((va, ComparisonChoice.A), (vb, ComparisonChoice.B)):
+        outcomes[mine]["comparisons"] += n
+        if choice in (ComparisonChoice.A, ComparisonChoice.B):
+            outcomes[mine]["wins" if choice == side else "losses"] += n
+        else:
+            outcomes[mine]["ties" if choice == ComparisonChoice.TIE else "both_bad"] += n
+
+
+def _version_stats(version: str, thumbs: tuple[int, int], o: dict[str, int]) -> VersionStats:
+    n_up, n_down = thumbs
+    ci = wilson_interval(n_up, n_up + n_down) if n_up + n_down else None
+    wins, losses = o.get("wins", 0), o.get("losses", 0)
+    return VersionStats(
+        version=version,
+        thumbs_up=n_up,
+        thumbs_down=n_down,
+        up_rate=_ratio(n_up, n_up + n_down),
+        up_rate_low=None if ci is None else ci.low,
+        up_rate_high=None if ci is None else ci.high,
+        comparisons=o.get("comparisons", 0),
+        wins=wins,
+        losses=losses,
+        ties=o.get("ties", 0),
+        both_bad=o.get("both_bad", 0),
+        win_rate=_ratio(wins, wins + losses),
+        self_comparisons=o.get("self_comparisons", 0),
+    )
 
 
 def _reasons(session: Session, w: _Window) -> list[ReasonCount]:

@@ -23,10 +23,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from statistics import NormalDist
 
 import numpy as np
 import numpy.typing as npt
+
+# Re-exported: the ratings below return Interval, so their callers may import it from here.
+from store.intervals import Interval as Interval
+from store.intervals import wilson_interval, z_score
 
 Array = npt.NDArray[np.float64]
 
@@ -41,18 +44,6 @@ class Match:
     a: str
     b: str
     score_a: float
-
-
-@dataclass(frozen=True)
-class Interval:
-    low: float
-    high: float
-
-
-def _z(level: float) -> float:
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level must be in (0, 1), got {level}")
-    return NormalDist().inv_cdf((1.0 + level) / 2.0)
 
 
 def _prepare(
@@ -168,7 +159,7 @@ def bootstrap_intervals(
     if samples < 1:
         raise ValueError("samples must be at least 1")
     names, rows, counts, a = _prepare(matches, versions, anchor)
-    k, z = len(names), _z(level)
+    k, z = len(names), z_score(level)
     point = _fit((counts @ rows).reshape(k, k), prior)
     point = point - point[a]
     if len(matches):
@@ -189,20 +180,6 @@ def bootstrap_intervals(
         else:
             out[n] = Interval(float(low[i]), float(high[i]))
     return out
-
-
-def wilson_interval(successes: float, n: float, level: float = 0.95) -> Interval:
-    """Wilson score interval for a proportion; successes may be fractional (half-wins)."""
-    if n <= 0:
-        return Interval(0.0, 1.0)
-    z = _z(level)
-    p = successes / n
-    denom = 1.0 + z * z / n
-    center = (p + z * z / (2.0 * n)) / denom
-    half = z / denom * math.sqrt(max(p * (1.0 - p), 0.0) / n + z * z / (4.0 * n * n))
-    low = 0.0 if successes <= 0 else max(0.0, center - half)
-    high = 1.0 if successes >= n else min(1.0, center + half)
-    return Interval(low, high)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from service.policies.ratings import HeadToHead, Interval, wilson_interval
+from service.policies.ratings import HeadToHead
+from store.intervals import Interval, wilson_interval
 
 
 @dataclass(frozen=True)

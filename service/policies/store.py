@@ -8,22 +8,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, aliased
 
 from service.errors import NotFound
 from service.policies import lifecycle
 from service.policies.lifecycle import Actor, EventKind
 from service.policies.ratings import Match
-from store.db.models import (
-    Comparison,
-    ComparisonChoice,
-    Generation,
-    PolicyEvent,
-    PolicyVersion,
-    Rating,
-)
+from store.db.models import Comparison, ComparisonChoice, PolicyEvent, PolicyVersion
 from store.domain import VersionKind, VersionStatus
+from store.votes import ComparisonSides, comparisons_with_replies, thumbs_per_version
 
 
 @dataclass(frozen=True)
@@ -174,19 +168,12 @@ SCORE = {ComparisonChoice.A: 1.0, ComparisonChoice.B: 0.0, ComparisonChoice.TIE:
 
 def matches(session: Session, since: datetime | None = None) -> list[Match]:
     """Comparison votes between two different versions (both_bad says nothing about order)."""
-    ga, gb = aliased(Generation), aliased(Generation)
-    va, vb = aliased(PolicyVersion), aliased(PolicyVersion)
-    stmt = (
-        select(va.name, vb.name, Comparison.choice)
-        .select_from(Comparison)
-        .join(ga, ga.id == Comparison.generation_a_id)
-        .join(gb, gb.id == Comparison.generation_b_id)
-        .join(va, va.id == ga.policy_version_id)
-        .join(vb, vb.id == gb.policy_version_id)
-        .where(Comparison.choice.in_(list(SCORE)), va.id != vb.id)
-    )
-    if since is not None:
-        stmt = stmt.where(Comparison.voted_at >= since)
+    sides = ComparisonSides.new()
+    va, vb = sides.version_a, sides.version_b
+    # A choice in SCORE is what makes a match; the vote time is not required as well.
+    stmt = comparisons_with_replies(
+        sides, va.name, vb.name, Comparison.choice, since=since, voted=False
+    ).where(Comparison.choice.in_(list(SCORE)), va.id != vb.id)
     return [
         Match(a, b, SCORE[choice]) for a, b, choice in session.execute(stmt) if choice is not None
     ]
@@ -194,16 +181,4 @@ def matches(session: Session, since: datetime | None = None) -> list[Match]:
 
 def thumbs(session: Session) -> dict[str, tuple[int, int]]:
     """(up, down) live ratings per version name."""
-    stmt = (
-        select(PolicyVersion.name, Rating.value, func.count())
-        .select_from(Rating)
-        .join(Generation, Generation.id == Rating.generation_id)
-        .join(PolicyVersion, PolicyVersion.id == Generation.policy_version_id)
-        .where(Rating.live)
-        .group_by(PolicyVersion.name, Rating.value)
-    )
-    out: dict[str, tuple[int, int]] = {}
-    for name, value, n in session.execute(stmt):
-        up, down = out.get(name, (0, 0))
-        out[name] = (up + n, down) if value > 0 else (up, down + n)
-    return out
+    return {t.version: (t.up, t.down) for t in thumbs_per_version(session)}
