@@ -120,6 +120,9 @@ class Trained:
 
 
 def run_training(model_dir: Path, cfg: PolicyConfig) -> Trained:
+    # A new adapter's LoRA A matrices come from torch's global RNG: seeded, the trained
+    # policy (and the tests that warm-start from it) do not depend on which tests ran before.
+    torch.manual_seed(0)
     model, tok = load_policy(model_dir, None, cfg)
     t = Trained(model, tok, lora_params(model))
     reward = DirectionReward(model, tok)
@@ -524,6 +527,10 @@ async def test_saved_adapter_serves_in_the_transformers_engine(
 def test_warm_start_trains_on_and_keeps_v0_as_reference(
     rloo: Trained, sharp_model_dir: Path, tmp_path: Path
 ) -> None:
+    # The `longer` reward below ranks one-token replies by their characters: whether two
+    # replies differ in length, and so make a DPO pair, depends on the adapter and the RNG.
+    # Both are seeded (the rloo fixture in run_training, the rest here), whatever ran before.
+    torch.manual_seed(0)
     save_adapter(rloo.model, tmp_path / "v1", rloo.tokenizer)
     cfg = fast_cfg("online_dpo", prompts_per_round=2)
     model, tok = load_policy(sharp_model_dir, tmp_path / "v1", cfg)

@@ -19,7 +19,7 @@ import pytest
 from trainer.config import RewardConfig
 from trainer.records import Messages, Pair, Unpaired
 from trainer.reward import (
-    RewardModel,
+    RewardNet,
     _chunks,
     metrics_from_scores,
     pair_metrics,
@@ -67,13 +67,13 @@ def marker_pairs(n: int, seed: int) -> list[Pair]:
     ]
 
 
-def _params(rm: RewardModel) -> dict[str, Any]:
+def _params(rm: RewardNet) -> dict[str, Any]:
     return {n: p.detach().clone() for n, p in rm.model.named_parameters() if p.requires_grad}
 
 
 @dataclass
 class Trained:
-    rm: RewardModel
+    rm: RewardNet
     before: dict[str, Any]
     fit: dict[str, float]
     reports: list[tuple[int, int, dict[str, float]]]
@@ -82,7 +82,7 @@ class Trained:
 
 @pytest.fixture(scope="module")
 def trained(tiny_model_dir: Path) -> Trained:
-    rm, note = RewardModel.create(tiny_model_dir, CFG, None, seed=0)
+    rm, note = RewardNet.create(tiny_model_dir, CFG, None, seed=0)
     assert note == "fresh (no previous reward model)" and not rm.warm_started
     before = _params(rm)
     reports: list[tuple[int, int, dict[str, float]]] = []
@@ -97,7 +97,7 @@ def trained(tiny_model_dir: Path) -> Trained:
     return Trained(rm, before, fit, reports, marker_pairs(64, 99))
 
 
-def _scores(rm: RewardModel, pairs: Sequence[Pair]) -> list[float]:
+def _scores(rm: RewardNet, pairs: Sequence[Pair]) -> list[float]:
     prompts = [p.prompt for p in pairs]
     return rm.score(prompts + prompts, [p.chosen for p in pairs] + [p.rejected for p in pairs])
 
@@ -146,7 +146,7 @@ def test_unpaired_thumbs_alone_set_the_sign_of_the_reward(tiny_model_dir: Path) 
     ]
     # One reply at a time is a weaker signal than a pair: more steps, a larger lr.
     cfg = replace(CFG, learning_rate=6e-3, epochs=8, batch_size=4, unpaired_weight=1.0)
-    rm, _ = RewardModel.create(tiny_model_dir, cfg, None, seed=0)
+    rm, _ = RewardNet.create(tiny_model_dir, cfg, None, seed=0)
     reports: list[dict[str, float]] = []
     fit = train_reward_model(
         rm, [], thumbs, cfg, seed=0, progress=lambda s, t, m: reports.append(m)
@@ -162,7 +162,7 @@ def test_unpaired_thumbs_alone_set_the_sign_of_the_reward(tiny_model_dir: Path) 
 
 def test_lora_targets(tiny_model_dir: Path) -> None:
     def adapted(targets: str) -> set[str]:
-        rm, _ = RewardModel.create(tiny_model_dir, replace(CFG, lora_targets=targets), None)
+        rm, _ = RewardNet.create(tiny_model_dir, replace(CFG, lora_targets=targets), None)
         names = [n for n, p in rm.model.named_parameters() if p.requires_grad]
         assert any("score" in n for n in names)
         return {n.split(".")[-4] for n in names if ".lora_A." in n}
@@ -183,7 +183,7 @@ def test_lora_targets(tiny_model_dir: Path) -> None:
 def test_pair_weights_scale_the_loss(tiny_model_dir: Path) -> None:
     pairs = marker_pairs(8, 3)
     cfg = RewardConfig(lora_r=8, lora_alpha=16, learning_rate=0.0, epochs=1, batch_size=8)
-    rm, _ = RewardModel.create(tiny_model_dir, cfg, None, seed=0)
+    rm, _ = RewardNet.create(tiny_model_dir, cfg, None, seed=0)
     full = train_reward_model(rm, pairs, [], cfg)["loss_first"]
     halved = [Pair(p.prompt, p.chosen, p.rejected, 0.5, p.source, p.at) for p in pairs]
     half = train_reward_model(rm, halved, [], cfg)["loss_first"]
@@ -250,7 +250,7 @@ def test_save_then_load_scores_identically(trained: Trained, saved: Path) -> Non
     meta = json.loads((saved / "reward_model.json").read_text())
     assert meta["max_length"] == 128
     assert Path(meta["base_model"]) == trained.rm.base_dir.resolve()
-    loaded = RewardModel.load(saved)
+    loaded = RewardNet.load(saved)
     assert _scores(loaded, trained.heldout) == pytest.approx(
         _scores(trained.rm, trained.heldout), abs=1e-5
     )
@@ -260,7 +260,7 @@ def test_save_then_load_scores_identically(trained: Trained, saved: Path) -> Non
 def test_warm_start_continues_from_the_saved_model(
     trained: Trained, saved: Path, tiny_model_dir: Path
 ) -> None:
-    rm, note = RewardModel.create(tiny_model_dir, CFG, saved, seed=7)
+    rm, note = RewardNet.create(tiny_model_dir, CFG, saved, seed=7)
     assert note == f"warm-started from {saved}" and rm.warm_started
     expected = _scores(trained.rm, trained.heldout)
     assert _scores(rm, trained.heldout) == pytest.approx(expected, abs=1e-5)
@@ -273,12 +273,12 @@ def test_warm_start_continues_from_the_saved_model(
 
 def test_warm_start_off_is_fresh(saved: Path, tiny_model_dir: Path) -> None:
     cfg = replace(CFG, warm_start=False)
-    _, note = RewardModel.create(tiny_model_dir, cfg, saved)
+    _, note = RewardNet.create(tiny_model_dir, cfg, saved)
     assert note.startswith("fresh")
 
 
 def _fresh_scores(tiny_model_dir: Path, pairs: Sequence[Pair]) -> list[float]:
-    rm, _ = RewardModel.create(tiny_model_dir, CFG, None, seed=0)
+    rm, _ = RewardNet.create(tiny_model_dir, CFG, None, seed=0)
     return _scores(rm, pairs)
 
 
@@ -304,7 +304,7 @@ def _broken_copies(saved: Path, tiny_model_dir: Path, root: Path) -> dict[str, P
 
     # weights of a rank-4 adapter under the rank-8 adapter's config
     small_cfg = RewardConfig(lora_r=4, lora_alpha=8)
-    small, _ = RewardModel.create(tiny_model_dir, small_cfg, None)
+    small, _ = RewardNet.create(tiny_model_dir, small_cfg, None)
     small.save(root / "rank4")
     shapes = root / "wrong_shapes"
     shutil.copytree(saved, shapes)
@@ -328,7 +328,7 @@ def test_broken_previous_falls_back_to_fresh(
 ) -> None:
     fresh = _fresh_scores(tiny_model_dir, trained.heldout[:8])
     for what, previous in _broken_copies(saved, tiny_model_dir, tmp_path).items():
-        rm, note = RewardModel.create(tiny_model_dir, CFG, previous, seed=0)
+        rm, note = RewardNet.create(tiny_model_dir, CFG, previous, seed=0)
         assert note.startswith(
             f"fresh: previous reward model at {previous} could not be loaded ("
         ), what
@@ -436,6 +436,6 @@ def test_pair_metrics_scores_non_tie_pairs_once() -> None:
 
 
 def test_lora_layers_adapts_only_the_top_layers(tiny_model_dir: Path) -> None:
-    rm, _ = RewardModel.create(tiny_model_dir, RewardConfig(lora_layers=1), None)
+    rm, _ = RewardNet.create(tiny_model_dir, RewardConfig(lora_layers=1), None)
     names = [n for n, p in rm.model.named_parameters() if p.requires_grad and "lora_" in n]
     assert names and all(".layers.1." in n for n in names)

@@ -147,8 +147,9 @@ def test_a_round_learns_the_preference_and_publishes_a_candidate(
     assert again.status is RunStatus.STOPPED
     assert "no new preference pairs" in (again.reason or "")
 
-    # v1 serves (the hot-swap issue's job, done by hand here) and new votes arrive: the
-    # next round warm-starts its RM, continues v1's adapter and evaluates against v1.
+    # v1 serves (the server's policy registry promotes it in production; done by hand here,
+    # with no server) and new votes arrive: the next round warm-starts its RM, continues
+    # v1's adapter and evaluates against v1.
     with session_scope(ctx.sessions) as s:
         s.get_one(PolicyVersion, v1.id).status = VersionStatus.SERVING
         s.get_one(PolicyVersion, v1.parent_id).status = VersionStatus.RETIRED

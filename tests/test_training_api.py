@@ -190,10 +190,10 @@ def test_a_trainer_started_by_run_stops_when_run_is_killed(tmp_path: Path) -> No
 
     parent_code = (  # `loopchat run`'s own way of starting its trainer
         "import argparse, time\n"
-        "from loopchat.cli import _trainer_process\n"
+        "from loopchat.commands.run import trainer_process\n"
         "args = argparse.Namespace(env_file=None, train_config=None,\n"
         "                          train_set=['schedule.poll_seconds=0.5'])\n"
-        "print(_trainer_process(args).pid, flush=True)\n"
+        "print(trainer_process(args).pid, flush=True)\n"
         "time.sleep(300)\n"
     )
     env = {**os.environ, "LOOPCHAT_DATA_DIR": str(tmp_path)}

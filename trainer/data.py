@@ -20,9 +20,10 @@ independent hash splits the training pairs in halves for the check reward model.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import TypeVar
 
 from trainer.config import DataConfig
 from trainer.records import (
@@ -41,6 +42,8 @@ SOURCE_COMPARISON = "comparison"
 SOURCE_TIE = "tie"
 SOURCE_THUMBS = "thumbs"
 SOURCE_BOTH_BAD = "both_bad"
+
+_T = TypeVar("_T")
 
 
 def _same_text(a: str, b: str) -> bool:
@@ -290,6 +293,76 @@ def _distinct_prompts(
 # --- a round -----------------------------------------------------------------------------
 
 
+def _vote_counts(snapshot: Snapshot) -> dict[str, int]:
+    """The votes a round read, by kind."""
+    ratings, comparisons = snapshot.ratings, snapshot.comparisons
+    return {
+        "ratings": len(ratings),
+        "ratings_up": sum(1 for r in ratings if r.value > 0),
+        "ratings_down": sum(1 for r in ratings if r.value < 0),
+        "comparisons": len(comparisons),
+        "ties": sum(1 for c in comparisons if c.choice == "tie"),
+        "both_bad": sum(1 for c in comparisons if c.choice == "both_bad"),
+    }
+
+
+@dataclass(frozen=True)
+class _Examples:
+    """The pairs and single replies made from a round's votes, deduped, and counts of how
+    many each rule made or dropped."""
+
+    pairs: list[Pair]
+    singles: list[Unpaired]
+    counts: dict[str, int]
+
+
+def _make_examples(snapshot: Snapshot, cfg: DataConfig) -> _Examples:
+    """Every vote through the rules of the module docstring, then dedupe."""
+    ratings, comparisons = snapshot.ratings, snapshot.comparisons
+    cstats = _ComparisonStats()
+    from_comparisons = _comparison_pairs(comparisons, cfg.tie_weight, cstats)
+    from_thumbs, thumbs_identical = _thumb_pairs(
+        ratings, cfg.thumb_pair_weight, cfg.max_thumb_pairs_per_prompt
+    )
+    raw_pairs = from_comparisons + from_thumbs
+    pairs = dedupe_pairs(raw_pairs)
+    raw_unpaired = unpaired(ratings, comparisons)
+    singles = dedupe_unpaired(raw_unpaired)
+    counts = {
+        "comparison_pairs": sum(1 for p in from_comparisons if p.source == SOURCE_COMPARISON),
+        "tie_pairs": sum(1 for p in from_comparisons if p.source == SOURCE_TIE),
+        "thumb_pairs": len(from_thumbs),
+        "ties_dropped": cstats.ties_dropped,
+        "identical_dropped": cstats.identical + thumbs_identical,
+        "duplicates_merged": len(raw_pairs) - len(pairs),
+        "unpaired_merged": len(raw_unpaired) - len(singles),
+        "pairs": len(pairs),
+        "unpaired": len(singles),
+    }
+    return _Examples(pairs, singles, counts)
+
+
+def _round_prompts(snapshot: Snapshot, cap: int) -> list[Messages]:
+    """The prompts for rollouts and evaluation: the snapshot's, then the voted ones it
+    lacks, most recently voted first (`_distinct_prompts` caps them)."""
+    votes: list[tuple[datetime, Messages]] = [(r.at, r.reply.prompt) for r in snapshot.ratings]
+    for c in snapshot.comparisons:
+        votes += [(c.at, c.a.prompt), (c.at, c.b.prompt)]
+    voted = [p for _, p in sorted(votes, key=lambda v: v[0], reverse=True)]
+    return _distinct_prompts(snapshot.prompts, voted, cap)
+
+
+def _split(
+    items: Iterable[_T], prompt_of: Callable[[_T], Messages], fraction: float
+) -> tuple[list[_T], list[_T]]:
+    """(train, held-out) by `is_heldout` of each item's prompt; order kept within each."""
+    train: list[_T] = []
+    heldout: list[_T] = []
+    for item in items:
+        (heldout if is_heldout(prompt_of(item), fraction) else train).append(item)
+    return train, heldout
+
+
 def build_round_data(snapshot: Snapshot, cfg: DataConfig) -> RoundData:
     """The datasets of one round from its snapshot; see the module docstring for the rules.
 
@@ -304,53 +377,20 @@ def build_round_data(snapshot: Snapshot, cfg: DataConfig) -> RoundData:
     `snapshot.since` (all when it is None); prompts, train_prompts, heldout_prompts:
     distinct prompts kept for rollouts and evaluation.
     """
-    ratings, comparisons = snapshot.ratings, snapshot.comparisons
-    cstats = _ComparisonStats()
-    from_comparisons = _comparison_pairs(comparisons, cfg.tie_weight, cstats)
-    from_thumbs, thumbs_identical = _thumb_pairs(
-        ratings, cfg.thumb_pair_weight, cfg.max_thumb_pairs_per_prompt
-    )
-    raw_pairs = from_comparisons + from_thumbs
-    pairs = dedupe_pairs(raw_pairs)
-    raw_unpaired = unpaired(ratings, comparisons)
-    singles = dedupe_unpaired(raw_unpaired)
-
-    frac = cfg.heldout_fraction
-    train_pairs = [p for p in pairs if not is_heldout(p.prompt, frac)]
-    heldout_pairs = [p for p in pairs if is_heldout(p.prompt, frac)]
-    train_unpaired = [u for u in singles if not is_heldout(u.prompt, frac)]
-    heldout_unpaired = [u for u in singles if is_heldout(u.prompt, frac)]
-
-    votes: list[tuple[datetime, Messages]] = [(r.at, r.reply.prompt) for r in ratings]
-    for c in comparisons:
-        votes += [(c.at, c.a.prompt), (c.at, c.b.prompt)]
-    voted = [p for _, p in sorted(votes, key=lambda v: v[0], reverse=True)]
-    prompts = _distinct_prompts(snapshot.prompts, voted, cfg.max_prompts)
-    train_prompts = [p for p in prompts if not is_heldout(p, frac)]
-    heldout_prompts = [p for p in prompts if is_heldout(p, frac)]
-
-    since = snapshot.since
+    made = _make_examples(snapshot, cfg)
+    prompts = _round_prompts(snapshot, cfg.max_prompts)
+    frac, since = cfg.heldout_fraction, snapshot.since
+    train_pairs, heldout_pairs = _split(made.pairs, lambda p: p.prompt, frac)
+    train_unpaired, heldout_unpaired = _split(made.singles, lambda u: u.prompt, frac)
+    train_prompts, heldout_prompts = _split(prompts, lambda p: p, frac)
     counts = {
-        "ratings": len(ratings),
-        "ratings_up": sum(1 for r in ratings if r.value > 0),
-        "ratings_down": sum(1 for r in ratings if r.value < 0),
-        "comparisons": len(comparisons),
-        "ties": sum(1 for c in comparisons if c.choice == "tie"),
-        "both_bad": sum(1 for c in comparisons if c.choice == "both_bad"),
-        "comparison_pairs": sum(1 for p in from_comparisons if p.source == SOURCE_COMPARISON),
-        "tie_pairs": sum(1 for p in from_comparisons if p.source == SOURCE_TIE),
-        "thumb_pairs": len(from_thumbs),
-        "ties_dropped": cstats.ties_dropped,
-        "identical_dropped": cstats.identical + thumbs_identical,
-        "duplicates_merged": len(raw_pairs) - len(pairs),
-        "unpaired_merged": len(raw_unpaired) - len(singles),
-        "pairs": len(pairs),
-        "unpaired": len(singles),
+        **_vote_counts(snapshot),
+        **made.counts,
         "train_pairs": len(train_pairs),
         "heldout_pairs": len(heldout_pairs),
         "train_unpaired": len(train_unpaired),
         "heldout_unpaired": len(heldout_unpaired),
-        "new_pairs": sum(1 for p in pairs if since is None or p.at >= since),
+        "new_pairs": sum(1 for p in made.pairs if since is None or p.at >= since),
         "prompts": len(prompts),
         "train_prompts": len(train_prompts),
         "heldout_prompts": len(heldout_prompts),

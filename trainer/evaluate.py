@@ -18,10 +18,11 @@ from typing import Any
 from trainer.config import EvalConfig
 from trainer.gate import EvalSummary
 from trainer.records import Messages, ProgressFn, no_progress
-from trainer.reward import RewardModel
+from trainer.reward import RewardNet
 from trainer.sampling import Sample, kl_per_reply, sample
 
 SERVING_ADAPTER = "serving"
+EVAL_STEPS = 5  # progress steps: candidate replies, serving replies, KL, RM, check RM
 
 
 @dataclass(frozen=True)
@@ -45,13 +46,22 @@ def _mean(xs: Sequence[float]) -> float:
     return float(statistics.fmean(xs)) if xs else 0.0
 
 
+@dataclass(frozen=True)
+class _Side:
+    """One policy's replies to the held-out prompts, their KL to v0 and RM rewards."""
+
+    replies: list[Sample]
+    kl: list[float]
+    rewards: list[float]
+
+
 def evaluate_candidate(
     policy: Any,
     tokenizer: Any,
     serving_adapter: Path | None,
     prompts: Sequence[Messages],
-    rm: RewardModel,
-    check_rm: RewardModel | None,
+    rm: RewardNet,
+    check_rm: RewardNet | None,
     cfg: EvalConfig,
     *,
     seed: int = 0,
@@ -60,66 +70,26 @@ def evaluate_candidate(
     """`policy` is the trained PeftModel with the candidate as its active adapter; the
     serving policy is v0 (adapter disabled) or the LoRA adapter at `serving_adapter`."""
     prompts = list(prompts[: cfg.max_prompts])
-    n = cfg.samples_per_prompt
-    total = 5
-    candidate_name = policy.active_adapter
-
-    def draw() -> list[Sample]:
-        return sample(
-            policy,
-            tokenizer,
-            prompts,
-            n,
-            max_new_tokens=cfg.max_new_tokens,
-            temperature=cfg.temperature,
-            seed=seed,
-        )
-
-    cand = draw()
-    progress(1, total, {"replies": float(len(cand))})
-    if serving_adapter is None:
-        with policy.disable_adapter():
-            serv = draw()
-        serving_kl = [0.0] * len(serv)
-    else:
-        policy.load_adapter(str(serving_adapter), adapter_name=SERVING_ADAPTER)
-        try:
-            policy.set_adapter(SERVING_ADAPTER)
-            serv = draw()
-            serving_kl = kl_per_reply(policy, serv)
-        finally:
-            policy.set_adapter(candidate_name)
-            policy.delete_adapter(SERVING_ADAPTER)
-    progress(2, total, {"replies": float(len(serv))})
-
+    cand = _draw(policy, tokenizer, prompts, cfg, seed)
+    progress(1, EVAL_STEPS, {"replies": float(len(cand))})
+    serv, serving_kl = _serving_replies(policy, tokenizer, serving_adapter, prompts, cfg, seed)
+    progress(2, EVAL_STEPS, {"replies": float(len(serv))})
     cand_kl = kl_per_reply(policy, cand)
-    progress(3, total, {"kl": _mean(cand_kl)})
+    progress(3, EVAL_STEPS, {"kl": _mean(cand_kl)})
 
     expanded = [prompts[s.prompt_index] for s in cand]
-    cand_r = rm.score(expanded, [s.text for s in cand])
-    serv_r = rm.score(expanded, [s.text for s in serv])
-    progress(4, total, {"win_rate": win_rate(cand_r, serv_r)})
+    candidate = _Side(cand, cand_kl, rm.score(expanded, [s.text for s in cand]))
+    serving = _Side(serv, serving_kl, rm.score(expanded, [s.text for s in serv]))
+    progress(4, EVAL_STEPS, {"win_rate": win_rate(candidate.rewards, serving.rewards)})
 
-    metrics: dict[str, float] = {
+    metrics = {
         "prompts": float(len(prompts)),
         "replies": float(len(cand)),
-        "win_rate": win_rate(cand_r, serv_r),
-        "reward_candidate": _mean(cand_r),
-        "reward_serving": _mean(serv_r),
-        "kl_candidate": _mean(cand_kl),
-        "kl_serving": _mean(serving_kl),
-        "length_candidate": _mean([float(len(s.completion_ids)) for s in cand]),
-        "length_serving": _mean([float(len(s.completion_ids)) for s in serv]),
-        "finished_candidate": _mean([float(s.finished) for s in cand]),
-        "finished_serving": _mean([float(s.finished) for s in serv]),
+        **_compare(candidate, serving),
     }
     if check_rm is not None:
-        check_c = check_rm.score(expanded, [s.text for s in cand])
-        check_s = check_rm.score(expanded, [s.text for s in serv])
-        metrics["check_win_rate"] = win_rate(check_c, check_s)
-        metrics["check_reward_candidate"] = _mean(check_c)
-        metrics["check_reward_serving"] = _mean(check_s)
-    progress(5, total, {k: v for k, v in metrics.items() if k.endswith("win_rate")})
+        metrics.update(_check_metrics(check_rm, expanded, cand, serv))
+    progress(5, EVAL_STEPS, {k: v for k, v in metrics.items() if k.endswith("win_rate")})
 
     ratio = metrics["length_candidate"] / max(metrics["length_serving"], 1.0)
     metrics["length_ratio"] = ratio
@@ -129,7 +99,87 @@ def evaluate_candidate(
         length_ratio=ratio,
         prompts=len(prompts),
     )
-    examples = [
+    return Evaluation(metrics, summary, _examples(prompts, candidate, serving))
+
+
+def _draw(
+    policy: Any, tokenizer: Any, prompts: Sequence[Messages], cfg: EvalConfig, seed: int
+) -> list[Sample]:
+    """Replies of the policy's active adapter; both sides draw with the same seed."""
+    return sample(
+        policy,
+        tokenizer,
+        prompts,
+        cfg.samples_per_prompt,
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        seed=seed,
+    )
+
+
+def _serving_replies(
+    policy: Any,
+    tokenizer: Any,
+    serving_adapter: Path | None,
+    prompts: Sequence[Messages],
+    cfg: EvalConfig,
+    seed: int,
+) -> tuple[list[Sample], list[float]]:
+    """The serving policy's replies and their KL to v0: v0 itself (KL 0), or the adapter at
+    `serving_adapter` loaded beside the candidate, which is active again on return."""
+    if serving_adapter is None:
+        with policy.disable_adapter():
+            serv = _draw(policy, tokenizer, prompts, cfg, seed)
+        return serv, [0.0] * len(serv)
+    candidate_name = policy.active_adapter
+    policy.load_adapter(str(serving_adapter), adapter_name=SERVING_ADAPTER)
+    try:
+        policy.set_adapter(SERVING_ADAPTER)
+        serv = _draw(policy, tokenizer, prompts, cfg, seed)
+        return serv, kl_per_reply(policy, serv)
+    finally:
+        policy.set_adapter(candidate_name)
+        policy.delete_adapter(SERVING_ADAPTER)
+
+
+def _compare(candidate: _Side, serving: _Side) -> dict[str, float]:
+    """Win rate, then mean reward, KL, reply tokens and finished share of each side."""
+    cand, serv = candidate.replies, serving.replies
+    return {
+        "win_rate": win_rate(candidate.rewards, serving.rewards),
+        "reward_candidate": _mean(candidate.rewards),
+        "reward_serving": _mean(serving.rewards),
+        "kl_candidate": _mean(candidate.kl),
+        "kl_serving": _mean(serving.kl),
+        "length_candidate": _mean([float(len(s.completion_ids)) for s in cand]),
+        "length_serving": _mean([float(len(s.completion_ids)) for s in serv]),
+        "finished_candidate": _mean([float(s.finished) for s in cand]),
+        "finished_serving": _mean([float(s.finished) for s in serv]),
+    }
+
+
+def _check_metrics(
+    check_rm: RewardNet,
+    prompts: Sequence[Messages],
+    cand: Sequence[Sample],
+    serv: Sequence[Sample],
+) -> dict[str, float]:
+    """Win rate and mean rewards under the check RM (trained on the other half of pairs)."""
+    check_c = check_rm.score(prompts, [s.text for s in cand])
+    check_s = check_rm.score(prompts, [s.text for s in serv])
+    return {
+        "check_win_rate": win_rate(check_c, check_s),
+        "check_reward_candidate": _mean(check_c),
+        "check_reward_serving": _mean(check_s),
+    }
+
+
+def _examples(
+    prompts: Sequence[Messages], candidate: _Side, serving: _Side
+) -> list[dict[str, Any]]:
+    """The first three held-out replies of both sides, for the run log."""
+    rows = zip(candidate.replies, serving.replies, candidate.rewards, serving.rewards, strict=True)
+    return [
         {
             "prompt": list(map(list, prompts[c.prompt_index])),
             "candidate": c.text,
@@ -137,6 +187,5 @@ def evaluate_candidate(
             "reward_candidate": rc,
             "reward_serving": rs,
         }
-        for c, s, rc, rs in list(zip(cand, serv, cand_r, serv_r, strict=True))[:3]
+        for c, s, rc, rs in list(rows)[:3]
     ]
-    return Evaluation(metrics, summary, examples)

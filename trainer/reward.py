@@ -31,7 +31,7 @@ import math
 import random
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -50,7 +50,7 @@ _NOTE_ERROR_CHARS = 300
 
 
 class Scorer(Protocol):
-    """Anything that scores replies to prompts; `RewardModel` is one."""
+    """Anything that scores replies to prompts; `RewardNet` is one."""
 
     def score(
         self, prompts: Sequence[Messages], replies: Sequence[str], batch_size: int = 16
@@ -105,8 +105,17 @@ def _targets(spec: str) -> str | list[str] | None:
     return [name.strip() for name in spec.split(",") if name.strip()]
 
 
-class RewardModel:
-    """A LoRA reward model on a base model; see the module docstring."""
+def _top_layers(model: Any, n: int) -> list[int] | None:
+    """Indices of the top `n` transformer layers, or None (every layer) when n is 0."""
+    total = int(model.config.num_hidden_layers)
+    if n <= 0 or n >= total:
+        return None
+    return list(range(total - n, total))
+
+
+class RewardNet:
+    """The reward model as a network: a LoRA adapter and score head on the base model (see
+    the module docstring). A saved one is recorded as a `store.db.models.RewardModel` row."""
 
     def __init__(self, model: Any, tokenizer: Any, base_dir: Path, max_length: int) -> None:
         self.model = model  # peft.PeftModel over a *ForSequenceClassification
@@ -119,7 +128,7 @@ class RewardModel:
     # -- construction ------------------------------------------------------------------
 
     @classmethod
-    def fresh(cls, base_dir: Path, cfg: RewardConfig, seed: int = 0) -> RewardModel:
+    def fresh(cls, base_dir: Path, cfg: RewardConfig, seed: int = 0) -> RewardNet:
         """A new adapter and a new score head (seeded) on the base model."""
         import torch
         from peft import LoraConfig, TaskType, get_peft_model
@@ -142,7 +151,7 @@ class RewardModel:
     @classmethod
     def _from_artifact(
         cls, path: Path, base_dir: Path, max_length: int | None, trainable: bool
-    ) -> RewardModel:
+    ) -> RewardNet:
         """Load a saved RM, refusing one whose weights do not match the adapter exactly."""
         from peft import PeftModel, get_peft_model_state_dict
         from safetensors import safe_open
@@ -171,7 +180,7 @@ class RewardModel:
     @classmethod
     def create(
         cls, base_dir: Path, cfg: RewardConfig, previous: Path | None, seed: int = 0
-    ) -> tuple[RewardModel, str]:
+    ) -> tuple[RewardNet, str]:
         """The RM to train this round, and a line for the run log saying where it came from.
 
         Warm-starts from `previous` when `cfg.warm_start` and it loads (its adapter shape is
@@ -192,7 +201,7 @@ class RewardModel:
         return rm, f"warm-started from {previous}"
 
     @classmethod
-    def load(cls, path: Path, base_dir: Path | None = None) -> RewardModel:
+    def load(cls, path: Path, base_dir: Path | None = None) -> RewardNet:
         """A saved RM for scoring; its base model is the one recorded at save time."""
         path = Path(path)
         if base_dir is None:
@@ -247,7 +256,8 @@ class RewardModel:
         kept = head_ids[-room:] if room > 0 else []
         return (kept + reply_ids)[: self.max_length]
 
-    def _encode_all(self, prompts: Sequence[Messages], replies: Sequence[str]) -> list[list[int]]:
+    def encode_many(self, prompts: Sequence[Messages], replies: Sequence[str]) -> list[list[int]]:
+        """`encode` of each reply to its prompt, rendering each distinct prompt once."""
         if len(prompts) != len(replies):
             raise ValueError(f"{len(prompts)} prompts but {len(replies)} replies")
         cache: dict[Messages, tuple[str, list[int]]] = {}
@@ -258,8 +268,11 @@ class RewardModel:
             out.append(self.encode(prompt, reply, cache[prompt]))
         return out
 
-    def _forward(self, seqs: Sequence[list[int]]) -> Any:
-        """Rewards (a 1-d tensor) of token sequences, right-padded to the longest."""
+    def forward(self, seqs: Sequence[list[int]]) -> Any:
+        """Rewards (a 1-d tensor) of token sequences, right-padded to the longest.
+
+        Runs in the model's current mode and grad setting: training calls it with grad.
+        """
         import torch
 
         device = next(self.model.parameters()).device
@@ -272,6 +285,13 @@ class RewardModel:
         out = self.model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
         return out.logits[:, 0].float()
 
+    def trainable_parameters(self) -> list[Any]:
+        """The parameters training updates: the LoRA adapter and the score head."""
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("the reward model has no trainable parameters (loaded for scoring?)")
+        return params
+
     # -- scoring -----------------------------------------------------------------------
 
     def score(
@@ -280,7 +300,7 @@ class RewardModel:
         """The reward of each reply to its prompt (no grad; batches of similar length)."""
         import torch
 
-        seqs = self._encode_all(prompts, replies)
+        seqs = self.encode_many(prompts, replies)
         order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
         scores = [0.0] * len(seqs)
         was_training = self.model.training
@@ -289,7 +309,7 @@ class RewardModel:
             with torch.inference_mode():
                 for start in range(0, len(order), max(1, batch_size)):
                     idx = order[start : start + max(1, batch_size)]
-                    values = self._forward([seqs[i] for i in idx]).tolist()
+                    values = self.forward([seqs[i] for i in idx]).tolist()
                     for i, v in zip(idx, values, strict=True):
                         scores[i] = float(v)
         finally:
@@ -324,8 +344,39 @@ def _chunks(
     return chunks
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """How much one call of `train_reward_model` trains."""
+
+    pairs: int
+    unpaired: int  # single thumbs trained on (none when cfg.unpaired_weight is 0)
+    per_epoch: int  # optimizer steps per epoch
+    epochs: int
+
+    @property
+    def total(self) -> int:
+        return self.per_epoch * max(0, self.epochs)
+
+
+@dataclass(frozen=True)
+class _Encoded:
+    """The training data as token ids, with what the loss needs of each item."""
+
+    pairs: list[tuple[list[int], list[int]]]  # (chosen, rejected)
+    pair_lengths: list[int]  # the longer reply of each pair, for batching by length
+    weights: list[float]  # Pair.weight
+    unpaired: list[list[int]]
+    signs: list[float]  # +1 for a thumb up, -1 for a thumb down
+
+
+@dataclass
+class _History:
+    losses: list[float] = field(default_factory=list)
+    accuracies: list[float] = field(default_factory=list)  # steps with pairs only
+
+
 def train_reward_model(
-    rm: RewardModel,
+    rm: RewardNet,
     pairs: Sequence[Pair],
     unpaired: Sequence[Unpaired],
     cfg: RewardConfig,
@@ -343,99 +394,143 @@ def train_reward_model(
     `cfg.epochs` passes, or `cfg.warm_epochs` when the RM was warm-started and that is set.
     """
     import torch
-    import torch.nn.functional as F
 
     use_unpaired = list(unpaired) if cfg.unpaired_weight > 0 else []
-    n_p, n_u = len(pairs), len(use_unpaired)
-    batch = max(1, cfg.batch_size)
-    per_epoch = max(math.ceil(n_p / batch), math.ceil(n_u / (2 * batch)))
-    epochs = cfg.warm_epochs if rm.warm_started and cfg.warm_epochs > 0 else cfg.epochs
-    total = per_epoch * max(0, epochs)
+    plan = _plan(rm, cfg, len(pairs), len(use_unpaired))
     started = time.monotonic()
-    if total == 0:
+    if plan.total == 0:
         rm.model.eval()
-        return {
-            "steps": 0.0,
-            "loss_first": 0.0,
-            "loss_last": 0.0,
-            "seconds": 0.0,
-            "pairs": float(n_p),
-            "unpaired": float(n_u),
-        }
+        return _untrained_summary(plan)
+    data = _encode_data(rm, pairs, use_unpaired)
+    torch.manual_seed(seed)
+    history = _fit(rm, data, plan, cfg, random.Random(seed), progress)
+    return _fit_summary(plan, history, time.monotonic() - started)
 
+
+def _plan(rm: RewardNet, cfg: RewardConfig, n_pairs: int, n_unpaired: int) -> _Plan:
+    """Steps per epoch: enough for every pair at batch_size and every thumb at twice that."""
+    batch = max(1, cfg.batch_size)
+    per_epoch = max(math.ceil(n_pairs / batch), math.ceil(n_unpaired / (2 * batch)))
+    epochs = cfg.warm_epochs if rm.warm_started and cfg.warm_epochs > 0 else cfg.epochs
+    return _Plan(n_pairs, n_unpaired, per_epoch, epochs)
+
+
+def _untrained_summary(plan: _Plan) -> dict[str, float]:
+    """What `train_reward_model` reports when there is nothing to train on (or no epochs)."""
+    return {
+        "steps": 0.0,
+        "loss_first": 0.0,
+        "loss_last": 0.0,
+        "seconds": 0.0,
+        "pairs": float(plan.pairs),
+        "unpaired": float(plan.unpaired),
+    }
+
+
+def _encode_data(rm: RewardNet, pairs: Sequence[Pair], unpaired: Sequence[Unpaired]) -> _Encoded:
+    prompts = [p.prompt for p in pairs]
     pair_seqs = list(
         zip(
-            rm._encode_all([p.prompt for p in pairs], [p.chosen for p in pairs]),
-            rm._encode_all([p.prompt for p in pairs], [p.rejected for p in pairs]),
+            rm.encode_many(prompts, [p.chosen for p in pairs]),
+            rm.encode_many(prompts, [p.rejected for p in pairs]),
             strict=True,
         )
     )
-    unp_seqs = rm._encode_all(
-        [u.prompt for u in use_unpaired], [u.completion for u in use_unpaired]
+    return _Encoded(
+        pairs=pair_seqs,
+        pair_lengths=[max(len(c), len(r)) for c, r in pair_seqs],
+        weights=[float(p.weight) for p in pairs],
+        unpaired=rm.encode_many([u.prompt for u in unpaired], [u.completion for u in unpaired]),
+        signs=[1.0 if u.label else -1.0 for u in unpaired],
     )
-    pair_lengths = [max(len(c), len(r)) for c, r in pair_seqs]
-    weights = [float(p.weight) for p in pairs]
-    signs = [1.0 if u.label else -1.0 for u in use_unpaired]
 
-    torch.manual_seed(seed)
-    rng = random.Random(seed)
-    params = [p for p in rm.model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("the reward model has no trainable parameters (loaded for scoring?)")
+
+def _batches(
+    data: _Encoded, plan: _Plan, rng: random.Random
+) -> Iterator[tuple[list[int], list[int]]]:
+    """(pair indices, thumb indices) of each step, epoch after epoch."""
+    for _ in range(plan.epochs):
+        # Pairs batch by length (a pair's loss compares its own two replies); thumbs
+        # do not: sorted, a batch's labels would follow its length.
+        pair_chunks = _chunks(data.pair_lengths, plan.per_epoch, rng, LENGTH_WINDOW)
+        thumb_chunks = _chunks([len(s) for s in data.unpaired], plan.per_epoch, rng)
+        yield from zip(pair_chunks, thumb_chunks, strict=True)
+
+
+def _fit(
+    rm: RewardNet,
+    data: _Encoded,
+    plan: _Plan,
+    cfg: RewardConfig,
+    rng: random.Random,
+    progress: ProgressFn,
+) -> _History:
+    """The optimizer steps, each reported to `progress`; leaves the model in eval mode."""
+    import torch
+
+    params = rm.trainable_parameters()
     optim = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
     rm.model.train()
-    losses: list[float] = []
-    accs: list[float] = []
-    step = 0
+    history = _History()
     try:
-        for _ in range(epochs):
-            # Pairs batch by length (a pair's loss compares its own two replies); thumbs
-            # do not: sorted, a batch's labels would follow its length.
-            p_chunks = _chunks(pair_lengths, per_epoch, rng, LENGTH_WINDOW)
-            u_chunks = _chunks([len(s) for s in unp_seqs], per_epoch, rng)
-            for pi, ui in zip(p_chunks, u_chunks, strict=True):
-                seqs = (
-                    [pair_seqs[i][0] for i in pi]
-                    + [pair_seqs[i][1] for i in pi]
-                    + [unp_seqs[i] for i in ui]
-                )
-                rewards = rm._forward(seqs)
-                loss = rewards.new_zeros(())
-                metrics: dict[str, float] = {}
-                if pi:
-                    margin = rewards[: len(pi)] - rewards[len(pi) : 2 * len(pi)]
-                    w = torch.tensor([weights[i] for i in pi], dtype=rewards.dtype)
-                    loss = loss + (w * -F.logsigmoid(margin)).sum() / len(pi)
-                    acc = ((margin > 0).float() + 0.5 * (margin == 0).float()).mean().item()
-                    accs.append(acc)
-                    metrics["accuracy"] = acc
-                if ui:
-                    s = torch.tensor([signs[i] for i in ui], dtype=rewards.dtype)
-                    unp_loss = F.softplus(-s * rewards[2 * len(pi) :]).mean()
-                    loss = loss + cfg.unpaired_weight * unp_loss
-                    metrics["unpaired_loss"] = unp_loss.item()
-                optim.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
-                optim.step()
-                step += 1
-                losses.append(loss.item())
-                metrics["loss"] = losses[-1]
-                progress(step, total, metrics)
+        for pi, ui in _batches(data, plan, rng):
+            loss, metrics = _batch_loss(rm, data, pi, ui, cfg.unpaired_weight)
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
+            optim.step()
+            history.losses.append(loss.item())
+            if "accuracy" in metrics:
+                history.accuracies.append(metrics["accuracy"])
+            metrics["loss"] = history.losses[-1]
+            progress(len(history.losses), plan.total, metrics)
     finally:
         optim.zero_grad(set_to_none=True)
         rm.model.eval()
+    return history
 
-    seconds = time.monotonic() - started
+
+def _batch_loss(
+    rm: RewardNet, data: _Encoded, pi: list[int], ui: list[int], unpaired_weight: float
+) -> tuple[Any, dict[str, float]]:
+    """One step's loss (a scalar tensor with grad) and its batch metrics, from one forward
+    pass over the chosen replies, then the rejected ones, then the thumbs."""
+    import torch
+    import torch.nn.functional as F
+
+    seqs = (
+        [data.pairs[i][0] for i in pi]
+        + [data.pairs[i][1] for i in pi]
+        + [data.unpaired[i] for i in ui]
+    )
+    rewards = rm.forward(seqs)
+    loss = rewards.new_zeros(())
+    metrics: dict[str, float] = {}
+    if pi:
+        margin = rewards[: len(pi)] - rewards[len(pi) : 2 * len(pi)]
+        w = torch.tensor([data.weights[i] for i in pi], dtype=rewards.dtype)
+        loss = loss + (w * -F.logsigmoid(margin)).sum() / len(pi)
+        metrics["accuracy"] = ((margin > 0).float() + 0.5 * (margin == 0).float()).mean().item()
+    if ui:
+        s = torch.tensor([data.signs[i] for i in ui], dtype=rewards.dtype)
+        unp_loss = F.softplus(-s * rewards[2 * len(pi) :]).mean()
+        loss = loss + unpaired_weight * unp_loss
+        metrics["unpaired_loss"] = unp_loss.item()
+    return loss, metrics
+
+
+def _fit_summary(plan: _Plan, history: _History, seconds: float) -> dict[str, float]:
+    """Steps, the loss over the first and last few steps, throughput, last batch accuracy."""
+    losses, accs = history.losses, history.accuracies
     few = max(1, min(5, len(losses) // 3))
     out = {
-        "steps": float(step),
+        "steps": float(len(losses)),
         "loss_first": sum(losses[:few]) / few,
         "loss_last": sum(losses[-few:]) / few,
         "seconds": seconds,
-        "pairs": float(n_p),
-        "unpaired": float(n_u),
-        "pairs_per_second": n_p * epochs / seconds if seconds > 0 else 0.0,
+        "pairs": float(plan.pairs),
+        "unpaired": float(plan.unpaired),
+        "pairs_per_second": plan.pairs * plan.epochs / seconds if seconds > 0 else 0.0,
     }
     if accs:
         tail = accs[-few:]
@@ -444,14 +539,6 @@ def train_reward_model(
 
 
 # -- evaluation ----------------------------------------------------------------------------
-
-
-def _top_layers(model: Any, n: int) -> list[int] | None:
-    """Indices of the top `n` transformer layers, or None (every layer) when n is 0."""
-    total = int(model.config.num_hidden_layers)
-    if n <= 0 or n >= total:
-        return None
-    return list(range(total - n, total))
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@
     evaluate  candidate vs serving on held-out prompts; gate on win rate, KL and length
     publish   adapter renamed into place, `policy_versions` row, notify the server
 
+`_phases` is the outline, with a function per step of each phase below it in this order.
 Every phase reports progress into the run row (`trainer.runs.RunRecorder`). A round that
 stops early records why and changes nothing served; a round killed at any point leaves
 no registered artifact (see `trainer.publish`) and its run row is marked failed by the
@@ -20,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -30,14 +31,19 @@ from store.db.models import PolicyVersion, RunStatus, TrainingRun
 from store.db.session import session_scope
 from store.domain import VersionKind, VersionStatus
 from store.fsutil import atomic_dir
+from store.runs import EvaluationFigures, PairFigures, PolicyFigures, RewardFigures, RunMetrics
 from trainer import publish
 from trainer.config import TrainConfig, as_dict
 from trainer.data import build_round_data, split_halves, stop_reason
 from trainer.gate import gate
 from trainer.lock import TrainingLock
-from trainer.records import Pair, RoundData, Unpaired
+from trainer.records import Pair, RoundData, Snapshot, Unpaired
+from trainer.reward import RewardNet, pair_metrics, train_reward_model
 from trainer.runs import RunRecorder, claim_queued, reap_orphans
 from trainer.snapshot import take_snapshot
+
+if TYPE_CHECKING:
+    from trainer.evaluate import Evaluation
 
 log = logging.getLogger("loopchat.trainer")
 
@@ -48,7 +54,7 @@ class RoundOutcome:
     status: RunStatus
     reason: str | None = None
     version: str | None = None
-    metrics: dict[str, Any] = field(default_factory=dict)
+    metrics: RunMetrics = field(default_factory=RunMetrics)
 
 
 @dataclass(frozen=True)
@@ -129,15 +135,52 @@ def _run(ctx: RoundContext, cfg: TrainConfig, rec: RunRecorder) -> RoundOutcome:
     return outcome
 
 
-def _phases(ctx: RoundContext, cfg: TrainConfig, rec: RunRecorder) -> RoundOutcome:
-    from trainer.evaluate import evaluate_candidate
-    from trainer.policy import train_policy
-    from trainer.policy.model import load_policy, save_adapter
-    from trainer.reward import RewardModel, pair_metrics, train_reward_model
+@dataclass(frozen=True)
+class _Inputs:
+    """What a round reads from storage at its start, in one transaction."""
 
-    assert rec.run_id is not None
-    # -- data --------------------------------------------------------------------------
+    snapshot: Snapshot
+    since: datetime | None  # the last trained round's window end: later votes are new
+    base_dir: Path  # v0: the reference, and the backbone of every adapter and RM
+    serving_id: int
+    serving_name: str
+    serving_adapter: Path | None  # None while v0 itself serves
+    previous_rm: Path | None  # the latest reward model, to warm-start from
+
+
+@dataclass(frozen=True)
+class _Reward:
+    """The round's registered reward model, and the check model when one was trained."""
+
+    model: RewardNet
+    id: int
+    accuracy: float  # held-out
+    check: RewardNet | None
+
+
+def _phases(ctx: RoundContext, cfg: TrainConfig, rec: RunRecorder) -> RoundOutcome:
+    """The round, phase by phase. Each records its figures in `rec.metrics`, and any of
+    them may end the round early with StopRound."""
     rec.phase("data")
+    inputs = _read_inputs(ctx, cfg, rec)
+    data = _round_data(inputs, cfg, rec)
+    rec.phase("reward")
+    reward = _reward_model(ctx, cfg, rec, inputs, data)
+    rec.phase("policy")
+    policy, tokenizer = _update_policy(cfg, rec, inputs, data, reward.model)
+    rec.phase("evaluate")
+    ev = _evaluate(cfg, rec, inputs, data, reward, policy, tokenizer)
+    reasons = gate(ev.summary, cfg.evaluation)
+    rec.phase("publish")
+    return _publish(ctx, cfg, rec, inputs, reward, policy, ev, reasons)
+
+
+# -- data ------------------------------------------------------------------------------
+
+
+def _read_inputs(ctx: RoundContext, cfg: TrainConfig, rec: RunRecorder) -> _Inputs:
+    """Snapshot the votes since the last trained round (plus the replay window) and the
+    versions the round builds on; the run row gets the snapshot's data window."""
     now = datetime.now(UTC)
     with session_scope(ctx.sessions) as s:
         since = last_trained_window_end(s)
@@ -152,27 +195,68 @@ def _phases(ctx: RoundContext, cfg: TrainConfig, rec: RunRecorder) -> RoundOutco
         serving = repository.serving_version(s)
         if base is None or serving is None:
             raise StopRound("no v0 or serving policy version; run `loopchat model prepare`")
-        base_dir = Path(base.artifact_uri)
-        serving_id, serving_name = serving.id, serving.name
-        serving_adapter = Path(serving.artifact_uri) if serving.kind is VersionKind.LORA else None
-        previous_rm = publish.latest_reward_model(s)
+        inputs = _Inputs(
+            snapshot=snap,
+            since=since,
+            base_dir=Path(base.artifact_uri),
+            serving_id=serving.id,
+            serving_name=serving.name,
+            serving_adapter=(
+                Path(serving.artifact_uri) if serving.kind is VersionKind.LORA else None
+            ),
+            previous_rm=publish.latest_reward_model(s),
+        )
     rec.window(snap.window_start, snap.window_end)
-    data = build_round_data(snap, cfg.data)
+    return inputs
+
+
+def _round_data(inputs: _Inputs, cfg: TrainConfig, rec: RunRecorder) -> RoundData:
+    """The round's datasets, counted into the run row. Stops the round when they are too
+    few to learn from, or hold nothing voted since the last trained round."""
+    data = build_round_data(inputs.snapshot, cfg.data)
     rec.counts.update(data.counts)
     rec.log("data: " + ", ".join(f"{k}={v}" for k, v in data.counts.items()))
     reason = stop_reason(data, cfg.data)
     if reason is not None:
         raise StopRound(reason)
+    since = inputs.since
     if since is not None and data.counts.get("new_pairs", 0) == 0:
         raise StopRound(
             f"no new preference pairs since the last trained round (votes up to "
             f"{since.isoformat(timespec='seconds')}); retraining on the same data would "
             f"change nothing"
         )
+    return data
 
-    # -- reward model ------------------------------------------------------------------
-    rec.phase("reward")
-    rm, note = RewardModel.create(base_dir, cfg.reward, previous_rm, seed=cfg.seed)
+
+# -- reward model ----------------------------------------------------------------------
+
+
+def _reward_model(
+    ctx: RoundContext, cfg: TrainConfig, rec: RunRecorder, inputs: _Inputs, data: RoundData
+) -> _Reward:
+    """Fit and register the round's reward model; stop the round when it cannot tell the
+    replies users preferred, else train the check model on the pairs kept back."""
+    rm, figures, check_pairs = _fit_reward_model(cfg, rec, inputs, data)
+    rec.metrics.reward = figures
+    accuracy = figures.accuracy or 0.0  # no held-out pair scored: no evidence it learned
+    rm_id = _register_reward_model(ctx, rec, inputs.snapshot, rm, figures, accuracy)
+    if accuracy < cfg.reward.min_heldout_accuracy:
+        raise StopRound(
+            f"the reward model's held-out accuracy {accuracy:.3f} is below "
+            f"{cfg.reward.min_heldout_accuracy:.3f} (reward.min_heldout_accuracy): "
+            f"it is no better than chance at telling the replies users preferred"
+        )
+    check = _check_reward_model(cfg, rec, inputs, data, check_pairs)
+    return _Reward(rm, rm_id, accuracy, check)
+
+
+def _fit_reward_model(
+    cfg: TrainConfig, rec: RunRecorder, inputs: _Inputs, data: RoundData
+) -> tuple[RewardNet, RewardFigures, list[Pair]]:
+    """The RM trained this round (warm-started from the last one when that loads), its
+    held-out figures, and the training pairs kept back for the check model."""
+    rm, note = RewardNet.create(inputs.base_dir, cfg.reward, inputs.previous_rm, seed=cfg.seed)
     rec.log(f"reward model: {note}")
     train_pairs, train_unpaired = rm_training_data(data, cfg, rm.warm_started)
     if len(train_pairs) < len(data.train_pairs):
@@ -184,50 +268,67 @@ def _phases(ctx: RoundContext, cfg: TrainConfig, rec: RunRecorder) -> RoundOutco
     fit = train_reward_model(
         rm, rm_pairs, train_unpaired, cfg.reward, seed=cfg.seed, progress=rec.progress
     )
-    rm_metrics: dict[str, Any] = {
-        **pair_metrics(rm, data.heldout_pairs, data.since),
-        **{f"train_{k}": v for k, v in fit.items()},
-        "train_pairs": len(rm_pairs),
-        "start": note,
-    }
-    rec.metrics["reward"] = rm_metrics
-    accuracy = float(rm_metrics.get("accuracy", 0.0))
-    rm_uri = ctx.artifacts / publish.REWARD_MODELS / f"run{rec.run_id}"
-    with atomic_dir(rm_uri) as tmp:
+    heldout = pair_metrics(rm, data.heldout_pairs, data.since)
+    return rm, RewardFigures.of(heldout, fit, len(rm_pairs), note), check_pairs
+
+
+def _register_reward_model(
+    ctx: RoundContext,
+    rec: RunRecorder,
+    snap: Snapshot,
+    rm: RewardNet,
+    figures: RewardFigures,
+    accuracy: float,
+) -> int:
+    """Save the RM into place and register it. The run row points at it at once, so the
+    next round counts this window's votes as used even if this round stops later."""
+    assert rec.run_id is not None
+    uri = ctx.artifacts / publish.REWARD_MODELS / f"run{rec.run_id}"
+    with atomic_dir(uri) as tmp:
         rm.save(tmp)
+    window = (snap.window_start, snap.window_end)
     with session_scope(ctx.sessions) as s:
-        rm_row = publish.register_reward_model(
-            s, rm_uri, accuracy, (snap.window_start, snap.window_end), rm_metrics
-        )
-        rm_id = rm_row.id
+        row = publish.register_reward_model(s, uri, accuracy, window, figures.to_json())
+        rm_id = row.id
         s.get_one(TrainingRun, rec.run_id).reward_model_id = rm_id
     rec.log(
-        f"reward model {rm_id}: held-out accuracy {accuracy:.3f} on "
-        f"{int(rm_metrics.get('n', 0))} pairs"
+        f"reward model {rm_id}: held-out accuracy {accuracy:.3f} on {int(figures.n or 0)} pairs"
     )
-    if accuracy < cfg.reward.min_heldout_accuracy:
-        raise StopRound(
-            f"the reward model's held-out accuracy {accuracy:.3f} is below "
-            f"{cfg.reward.min_heldout_accuracy:.3f} (reward.min_heldout_accuracy): "
-            f"it is no better than chance at telling the replies users preferred"
-        )
-    check_rm = None
-    if not check_pairs and cfg.reward.check_model:
-        rec.log("check reward model skipped: too few pairs to split in halves")
-    if check_pairs:
-        rec.phase("check_reward")
-        check_rm, _ = RewardModel.create(base_dir, cfg.reward, None, seed=cfg.seed + 1)
-        train_reward_model(
-            check_rm, check_pairs, (), cfg.reward, seed=cfg.seed + 1, progress=rec.progress
-        )
-        rec.metrics["check_reward"] = pair_metrics(check_rm, data.heldout_pairs, data.since)
+    return rm_id
 
-    # -- policy ------------------------------------------------------------------------
-    rec.phase("policy")
-    policy, tokenizer = load_policy(base_dir, serving_adapter, cfg.policy)
+
+def _check_reward_model(
+    cfg: TrainConfig, rec: RunRecorder, inputs: _Inputs, data: RoundData, pairs: list[Pair]
+) -> RewardNet | None:
+    """A second RM, fresh, on the other half of the pairs: the evaluation's check on the
+    policy over-optimizing the first. None when off or the halves were too small."""
+    if not pairs:
+        if cfg.reward.check_model:
+            rec.log("check reward model skipped: too few pairs to split in halves")
+        return None
+    rec.phase("check_reward")
+    check_rm, _ = RewardNet.create(inputs.base_dir, cfg.reward, None, seed=cfg.seed + 1)
+    train_reward_model(check_rm, pairs, (), cfg.reward, seed=cfg.seed + 1, progress=rec.progress)
+    heldout = pair_metrics(check_rm, data.heldout_pairs, data.since)
+    rec.metrics.check_reward = PairFigures.model_validate(heldout)
+    return check_rm
+
+
+# -- policy ----------------------------------------------------------------------------
+
+
+def _update_policy(
+    cfg: TrainConfig, rec: RunRecorder, inputs: _Inputs, data: RoundData, rm: RewardNet
+) -> tuple[Any, Any]:
+    """(policy, tokenizer): the serving version's adapter, or a new one on v0, trained on
+    rollouts the RM scores. Stops the round when the update kept no step."""
+    from trainer.policy import train_policy
+    from trainer.policy.model import load_policy
+
+    policy, tokenizer = load_policy(inputs.base_dir, inputs.serving_adapter, cfg.policy)
     rec.log(
-        f"policy: {cfg.policy.algorithm} from {serving_name}"
-        + (" (its adapter)" if serving_adapter else " (a new adapter on v0)")
+        f"policy: {cfg.policy.algorithm} from {inputs.serving_name}"
+        + (" (its adapter)" if inputs.serving_adapter else " (a new adapter on v0)")
     )
     result = train_policy(
         policy,
@@ -238,72 +339,117 @@ def _phases(ctx: RoundContext, cfg: TrainConfig, rec: RunRecorder) -> RoundOutco
         seed=cfg.seed,
         progress=rec.progress,
     )
-    rec.metrics["policy"] = {
-        "steps": result.steps,
-        "rollouts": result.rollouts,
-        "kl_moved": result.kl_moved,
-        "stopped": result.stopped,
-    }
+    rec.metrics.policy = PolicyFigures(
+        steps=result.steps,
+        rollouts=result.rollouts,
+        kl_moved=result.kl_moved,
+        stopped=result.stopped,
+    )
     if result.stopped:
         rec.log(f"policy: stopped {result.stopped}")
     if result.steps == 0 and result.stopped:  # stopped early with no update kept
         raise StopRound(f"policy: stopped {result.stopped}: no update kept, no candidate")
+    return policy, tokenizer
 
-    # -- evaluation --------------------------------------------------------------------
-    rec.phase("evaluate")
+
+# -- evaluation ------------------------------------------------------------------------
+
+
+def _evaluate(
+    cfg: TrainConfig,
+    rec: RunRecorder,
+    inputs: _Inputs,
+    data: RoundData,
+    reward: _Reward,
+    policy: Any,
+    tokenizer: Any,
+) -> Evaluation:
+    """The candidate against the serving version on the held-out prompts."""
+    from trainer.evaluate import evaluate_candidate
+
     ev = evaluate_candidate(
         policy,
         tokenizer,
-        serving_adapter,
+        inputs.serving_adapter,
         data.heldout_prompts,
-        rm,
-        check_rm,
+        reward.model,
+        reward.check,
         cfg.evaluation,
         seed=cfg.seed + 7,
         progress=rec.progress,
     )
-    rec.metrics["evaluation"] = ev.metrics
-    rec.metrics["examples"] = ev.examples
-    reasons = gate(ev.summary, cfg.evaluation)
+    rec.metrics.evaluation = EvaluationFigures.model_validate(ev.metrics)
+    rec.metrics.examples = ev.examples
+    return ev
 
-    # -- publish -----------------------------------------------------------------------
-    rec.phase("publish")
-    status = VersionStatus.REJECTED if reasons else VersionStatus.CANDIDATE
+
+# -- publish ---------------------------------------------------------------------------
+
+
+def _publish(
+    ctx: RoundContext,
+    cfg: TrainConfig,
+    rec: RunRecorder,
+    inputs: _Inputs,
+    reward: _Reward,
+    policy: Any,
+    ev: Evaluation,
+    reasons: list[str],
+) -> RoundOutcome:
+    """Save the candidate's adapter into place, then register it (rejected, with the gate's
+    reasons, when it failed the gate) and close the run in one transaction; a candidate
+    is announced to the server."""
+    from trainer.policy.model import save_adapter
+
+    assert rec.run_id is not None
     reason = "; ".join(reasons) if reasons else None
-    version_metrics = {
-        "run_id": rec.run_id,
-        "algorithm": cfg.policy.algorithm,
-        "reward_model_id": rm_id,
-        "rm_heldout_accuracy": accuracy,
-        **ev.metrics,
-    }
     with session_scope(ctx.sessions) as s:
         name = publish.next_version_name(s)
     uri = ctx.artifacts / publish.POLICIES / f"{name}-run{rec.run_id}"
     with atomic_dir(uri) as tmp:
         save_adapter(policy, tmp)
+    run_status = RunStatus.REJECTED if reasons else RunStatus.SUCCEEDED
     with session_scope(ctx.sessions) as s:
-        parent = s.get_one(PolicyVersion, serving_id)
         row = publish.register_policy(
             s,
             name=name,
-            parent=parent,
-            base_model=str(base_dir),
+            parent=s.get_one(PolicyVersion, inputs.serving_id),
+            base_model=str(inputs.base_dir),
             uri=uri,
-            status=status,
-            metrics=version_metrics,
+            status=VersionStatus.REJECTED if reasons else VersionStatus.CANDIDATE,
+            metrics=_version_metrics(cfg, rec.run_id, reward, ev),
             error=reason,
         )
-        run_status = RunStatus.REJECTED if reasons else RunStatus.SUCCEEDED
-        rec.finish(run_status, reason, policy_version_id=row.id, reward_model_id=rm_id, session=s)
-    if not reasons:
-        err = publish.notify_server(cfg.notify_url, ctx.admin_token, name)
-        rec.log(
-            f"candidate {name} published"
-            + (f"; server not notified: {err}" if err else "; server notified")
+        rec.finish(
+            run_status, reason, policy_version_id=row.id, reward_model_id=reward.id, session=s
         )
-        rec.flush(force=True)
+    if not reasons:
+        _announce(ctx, cfg, rec, name)
     return RoundOutcome(rec.run_id, run_status, reason, name, rec.metrics)
+
+
+def _version_metrics(
+    cfg: TrainConfig, run_id: int, reward: _Reward, ev: Evaluation
+) -> dict[str, Any]:
+    """The new version's `policy_versions.metrics`: how it was made, and its evaluation."""
+    return {
+        "run_id": run_id,
+        "algorithm": cfg.policy.algorithm,
+        "reward_model_id": reward.id,
+        "rm_heldout_accuracy": reward.accuracy,
+        **ev.metrics,
+    }
+
+
+def _announce(ctx: RoundContext, cfg: TrainConfig, rec: RunRecorder, name: str) -> None:
+    """Tell the server a candidate is ready: best effort, as a server that misses it finds
+    the candidate when it next polls."""
+    err = publish.notify_server(cfg.notify_url, ctx.admin_token, name)
+    rec.log(
+        f"candidate {name} published"
+        + (f"; server not notified: {err}" if err else "; server notified")
+    )
+    rec.flush(force=True)
 
 
 def rm_training_data(

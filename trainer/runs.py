@@ -1,6 +1,7 @@
 """The `training_runs` row of a round: status, progress, per-step metrics and logs.
 
-`RunRecorder` is the only writer of a run row. Progress (phase, step / total, ETA) goes to
+`RunRecorder` is the only writer of a run row. Its metrics are a `store.runs.RunMetrics`,
+the record the server reads them back with. Progress (phase, step / total, ETA) goes to
 the log at once and to the row at most every `flush_seconds`, so a dashboard can follow a
 round without the trainer hammering the database the server also writes to.
 """
@@ -19,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from store.db.models import RunStatus, TrainingRun
 from store.db.session import session_scope
+from store.runs import RunMetrics, RunProgress
 
 log = logging.getLogger("loopchat.trainer")
 
@@ -66,13 +68,13 @@ class RunRecorder:
         self._logs: list[str] = []
         self._log_chars = 0
         self._steps: dict[str, list[dict[str, float]]] = {}
-        self.metrics: dict[str, Any] = {}
+        self.metrics = RunMetrics()
         self.counts: dict[str, Any] = {}
         self._phase = "starting"
         self._phase_started = time.monotonic()
         self._phase_seconds: dict[str, float] = {}
         self._last_flush = 0.0
-        self._progress: dict[str, Any] = {}
+        self._progress = RunProgress()
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -82,12 +84,12 @@ class RunRecorder:
             if run is None:
                 run = TrainingRun(status=RunStatus.RUNNING)
                 s.add(run)
+            self.metrics = RunMetrics(trigger=trigger, config=config)
             run.status = RunStatus.RUNNING
             run.started_at = utcnow()
-            run.metrics = {"trigger": trigger, "config": config}
+            run.metrics = self.metrics.to_json()
             s.flush()
             self.run_id = run.id
-        self.metrics = {"trigger": trigger, "config": config}
         self.log(f"round {self.run_id} started ({trigger})")
         return self.run_id
 
@@ -102,7 +104,7 @@ class RunRecorder:
         self._phase_seconds[self._phase] = round(now - self._phase_started, 3)
         self._phase = name
         self._phase_started = now
-        self._progress = {"phase": name, "step": 0, "total": 0}
+        self._progress = RunProgress(phase=name, step=0, total=0)
         self.log(f"phase {name}")
         self.flush(force=True)
 
@@ -110,13 +112,13 @@ class RunRecorder:
         """A ProgressFn for the current phase."""
         elapsed = time.monotonic() - self._phase_started
         eta = elapsed / step * (total - step) if step > 0 and total >= step else None
-        self._progress = {
-            "phase": self._phase,
-            "step": step,
-            "total": total,
-            "elapsed_s": round(elapsed, 1),
-            "eta_s": None if eta is None else round(eta, 1),
-        }
+        self._progress = RunProgress(
+            phase=self._phase,
+            step=step,
+            total=total,
+            elapsed_s=round(elapsed, 1),
+            eta_s=None if eta is None else round(eta, 1),
+        )
         clean = {k: float(v) for k, v in metrics.items() if _finite(v)}
         steps = self._steps.setdefault(self._phase, [])
         if len(steps) < MAX_STEPS_PER_PHASE:
@@ -160,7 +162,7 @@ class RunRecorder:
     ) -> None:
         """Close the run; with `session`, inside the caller's transaction."""
         self._phase_seconds[self._phase] = round(time.monotonic() - self._phase_started, 3)
-        self._progress = {"phase": "done", "step": 0, "total": 0}
+        self._progress = RunProgress(phase="done", step=0, total=0)
         self.log(f"round {self.run_id} {status.value}" + (f": {reason}" if reason else ""))
 
         def write(s: Session) -> None:
@@ -191,12 +193,11 @@ class RunRecorder:
         return run
 
     def _metrics_blob(self) -> dict[str, Any]:
-        return {
-            **self.metrics,
-            "progress": dict(self._progress),
-            "phase_seconds": dict(self._phase_seconds),
-            "steps": {k: list(v) for k, v in self._steps.items()},
-        }
+        """The sections a round filled in, with where it is and its per-step figures."""
+        self.metrics.progress = self._progress
+        self.metrics.phase_seconds = dict(self._phase_seconds)
+        self.metrics.steps = {k: list(v) for k, v in self._steps.items()}
+        return self.metrics.to_json()
 
 
 def _finite(v: Any) -> bool:

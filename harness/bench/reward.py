@@ -99,11 +99,11 @@ def bench_variant(
 ) -> RewardRow:
     import torch
 
-    from trainer.reward import RewardModel, pair_metrics, train_reward_model
+    from trainer.reward import RewardNet, pair_metrics, train_reward_model
 
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    rm, _ = RewardModel.create(base_dir, cfg.reward, None, seed=cfg.seed)
+    rm, _ = RewardNet.create(base_dir, cfg.reward, None, seed=cfg.seed)
     started = time.monotonic()
     train_reward_model(
         rm, data.train_pairs, data.train_unpaired, cfg.reward, seed=cfg.seed, progress=progress

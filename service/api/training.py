@@ -3,7 +3,6 @@ trainer's notification that a candidate policy is ready."""
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response
@@ -15,40 +14,36 @@ from service.errors import NotFound
 from service.protocol.training import RunDetail, RunOut, RunSummary
 from store.db.models import PolicyVersion, RunStatus, TrainingRun
 from store.db.session import session_scope
+from store.runs import EvaluationFigures, PairFigures, RewardFigures, RunMetrics
 
 router = APIRouter(
     prefix="/v1/admin", tags=["admin"], dependencies=[Depends(operator)], responses=OPERATOR
 )
 
 
-def _figure(metrics: dict[str, Any], section: str, key: str) -> float | None:
-    part = metrics.get(section)
-    value = part.get(key) if isinstance(part, dict) else None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
-def summary_of(metrics: dict[str, Any]) -> RunSummary:
-    """A round's headline figures, where trainer/round.py stores them: `reward` and
-    `check_reward` (trainer/reward.py's pair metrics), `evaluation` (trainer/evaluate.py)."""
+def summary_of(metrics: RunMetrics) -> RunSummary:
+    """A round's headline figures: null for a section the round did not reach (a stopped
+    round has no evaluation) or a figure that is missing or not a number."""
+    reward = metrics.reward or RewardFigures()
+    check = metrics.check_reward or PairFigures()
+    evaluation = metrics.evaluation or EvaluationFigures()
     return RunSummary(
-        rm_accuracy=_figure(metrics, "reward", "accuracy"),
-        check_rm_accuracy=_figure(metrics, "check_reward", "accuracy"),
-        win_rate=_figure(metrics, "evaluation", "win_rate"),
-        check_win_rate=_figure(metrics, "evaluation", "check_win_rate"),
-        kl_candidate=_figure(metrics, "evaluation", "kl_candidate"),
-        kl_serving=_figure(metrics, "evaluation", "kl_serving"),
-        length_ratio=_figure(metrics, "evaluation", "length_ratio"),
+        rm_accuracy=reward.accuracy,
+        check_rm_accuracy=check.accuracy,
+        win_rate=evaluation.win_rate,
+        check_win_rate=evaluation.check_win_rate,
+        kl_candidate=evaluation.kl_candidate,
+        kl_serving=evaluation.kl_serving,
+        length_ratio=evaluation.length_ratio,
     )
 
 
 def _out(run: TrainingRun, version: str | None, detail: bool = False) -> RunOut:
-    metrics = run.metrics or {}
-    fields = dict(
+    metrics = RunMetrics.from_json(run.metrics)
+    fields: dict[str, Any] = dict(
         id=run.id,
         status=run.status.value,
-        trigger=metrics.get("trigger"),
+        trigger=metrics.trigger,
         reason=run.reason,
         created_at=run.created_at,
         started_at=run.started_at,
@@ -56,13 +51,13 @@ def _out(run: TrainingRun, version: str | None, detail: bool = False) -> RunOut:
         data_window_start=run.data_window_start,
         data_window_end=run.data_window_end,
         counts=run.counts or {},
-        progress=metrics.get("progress", {}),
+        progress=metrics.progress.to_json() if metrics.progress else {},
         policy_version=version,
         reward_model_id=run.reward_model_id,
         summary=summary_of(metrics),
     )
     if detail:
-        return RunDetail(**fields, metrics=metrics, logs=run.logs or "")
+        return RunDetail(**fields, metrics=metrics.to_json(), logs=run.logs or "")
     return RunOut(**fields)
 
 
@@ -110,7 +105,8 @@ def queue_run(runtime: RuntimeDep, response: Response) -> RunOut:
         if queued is not None:
             response.status_code = 200
             return _out(queued, None)
-        run = TrainingRun(status=RunStatus.QUEUED, metrics={"trigger": "operator"})
+        queued_metrics = RunMetrics(trigger="operator")
+        run = TrainingRun(status=RunStatus.QUEUED, metrics=queued_metrics.to_json())
         s.add(run)
         s.flush()
         return _out(run, None)

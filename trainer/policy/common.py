@@ -251,13 +251,7 @@ def run(
     batches = prompt_batches(prompts, cfg, seed)
     total = len(batches) * learner.steps_per_batch
     result = PolicyResult(steps=0, rollouts=0)
-    measure_moved = cfg.kl_step > 0 or cfg.kl_step_max > 0
-    start = StartPoint(model) if measure_moved or cfg.kl_budget > 0 else None
-    # The weights before the last batch's update, and its step count, so that an update
-    # the next rollouts find past a hard edge (kl_step_max, kl_budget) can be undone.
-    before: list[torch.Tensor] | None = None
-    last_steps = 0
-    done = 0
+    region = TrustRegion(model, cfg) if TrustRegion.wanted(cfg) else None
     try:
         for b, batch in enumerate(batches):
             rollout = collect(
@@ -271,41 +265,92 @@ def run(
             )
             result.rollouts += len(rollout.samples)
             measured = rollout.metrics()
-            if start is not None:
-                where = f"before batch {b + 1} of {len(batches)}"
-                if measure_moved and b > 0:
-                    result.kl_moved = measured["kl_moved"] = start.kl(rollout)
-                edge = _past_edge(cfg, measured, result.kl_moved if b > 0 else None)
-                if edge is not None and before is not None:
-                    start.restore(before)  # the candidate is the policy before that update
-                    result.steps -= last_steps
-                    result.undone += last_steps
-                    result.stopped = f"{where}: {edge}; batch {b}'s update undone"
-                elif edge is not None:  # the serving version itself is past the budget
-                    result.stopped = f"{where}: {edge}; no step taken"
-                elif cfg.kl_step > 0 and b > 0 and (result.kl_moved or 0.0) >= cfg.kl_step:
-                    result.stopped = (
-                        f"{where}: KL to the round's start "
-                        f"{result.kl_moved:.3f} >= kl_step {cfg.kl_step:g}"
-                    )
-                if result.stopped:
+            if region is not None:
+                result.stopped = region.check(result, rollout, measured, b, len(batches))
+                if result.stopped is not None:
                     result.history.append({**measured, "batch": float(b), "stepped": 0.0})
                     break
-                if cfg.kl_step_max > 0 or cfg.kl_budget > 0:
-                    before = start.snapshot()
-            model.train()
-            last_steps = 0
-            for metrics, stepped in learner.update(rollout):
-                done += 1
-                result.steps += int(stepped)
-                last_steps += int(stepped)
-                row = {**measured, **metrics, "batch": float(b), "stepped": float(stepped)}
-                result.history.append(row)
-                progress(done, total, row)
-            model.eval()
+            taken = _learn(model, learner, rollout, measured, b, result, total, progress)
+            if region is not None:
+                region.last_steps = taken
     finally:
         model.eval()
     return result
+
+
+def _learn(
+    model: Any,
+    learner: Learner,
+    rollout: Rollout,
+    measured: dict[str, float],
+    b: int,
+    result: PolicyResult,
+    total: int,
+    progress: ProgressFn,
+) -> int:
+    """The learner's steps on batch b's rollout, each a row of `result.history` and a
+    progress report; returns the optimizer steps it took."""
+    model.train()
+    taken = 0
+    for metrics, stepped in learner.update(rollout):
+        result.steps += int(stepped)
+        taken += int(stepped)
+        row = {**measured, **metrics, "batch": float(b), "stepped": float(stepped)}
+        result.history.append(row)
+        progress(len(result.history), total, row)
+    model.eval()
+    return taken
+
+
+class TrustRegion:
+    """The round's trust region (kl_step, kl_step_max, kl_budget): checked on each batch's
+    rollouts before the learner trains on them."""
+
+    def __init__(self, model: Any, cfg: PolicyConfig):
+        self.cfg = cfg
+        self.start = StartPoint(model)
+        self.measure_moved = cfg.kl_step > 0 or cfg.kl_step_max > 0
+        # The weights before the last batch's update, and its step count, so that an update
+        # the next rollouts find past a hard edge (kl_step_max, kl_budget) can be undone.
+        self.keep_before = cfg.kl_step_max > 0 or cfg.kl_budget > 0
+        self.before: list[torch.Tensor] | None = None
+        self.last_steps = 0
+
+    @staticmethod
+    def wanted(cfg: PolicyConfig) -> bool:
+        return cfg.kl_step > 0 or cfg.kl_step_max > 0 or cfg.kl_budget > 0
+
+    def check(
+        self,
+        result: PolicyResult,
+        rollout: Rollout,
+        measured: dict[str, float],
+        b: int,
+        n_batches: int,
+    ) -> str | None:
+        """Why the round stops before training on batch b, or None to go on.
+
+        Records the KL moved from the round's start (from the second batch on) in `result`
+        and `measured`; past a hard edge it undoes the last batch's update.
+        """
+        cfg = self.cfg
+        where = f"before batch {b + 1} of {n_batches}"
+        if self.measure_moved and b > 0:
+            result.kl_moved = measured["kl_moved"] = self.start.kl(rollout)
+        edge = _past_edge(cfg, measured, result.kl_moved if b > 0 else None)
+        if edge is not None and self.before is not None:
+            self.start.restore(self.before)  # the candidate is the policy before that update
+            result.steps -= self.last_steps
+            result.undone += self.last_steps
+            return f"{where}: {edge}; batch {b}'s update undone"
+        if edge is not None:  # the serving version itself is past the budget
+            return f"{where}: {edge}; no step taken"
+        moved = result.kl_moved or 0.0
+        if cfg.kl_step > 0 and b > 0 and moved >= cfg.kl_step:
+            return f"{where}: KL to the round's start {moved:.3f} >= kl_step {cfg.kl_step:g}"
+        if self.keep_before:
+            self.before = self.start.snapshot()
+        return None
 
 
 def _past_edge(cfg: PolicyConfig, measured: dict[str, float], moved: float | None) -> str | None:
