@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,11 +15,25 @@ from service.settings import Settings, load_settings
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
+    from trainer.config import TrainConfig
+
 # What `add_subparsers()` returns; each command module adds its parsers to it.
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 # The flags that override a setting, by their argparse destination.
 SETTING_FLAGS = ("host", "port", "engine", "model", "data_dir", "database_url")
+
+
+def train_config(path: Path | None, sets: list[str] | None, command: str) -> TrainConfig | None:
+    """The trainer settings from a TOML file and `--set` overrides, or None after saying
+    on stderr what is wrong (the command then exits 2)."""
+    from trainer.config import ConfigError, load_config
+
+    try:
+        return load_config(path, sets)
+    except ConfigError as e:
+        print(f"{command}: {e}", file=sys.stderr)
+        return None
 
 
 def setup_logging(verbose: bool) -> None:

@@ -12,6 +12,7 @@ from loopchat.common import (
     add_settings_flags,
     prepare_bundled_model,
     settings_from,
+    train_config,
 )
 
 
@@ -102,12 +103,8 @@ def cmd_bench_swap(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_train(args: argparse.Namespace) -> int:
-    from trainer.config import ConfigError, load_config
-
-    try:
-        cfg = load_config(args.config, args.set)
-    except ConfigError as e:
-        print(f"loopchat bench train: {e}", file=sys.stderr)
+    cfg = train_config(args.config, args.set, "loopchat bench train")
+    if cfg is None:
         return 2
     settings = settings_from(args)
     prepare_bundled_model(settings)

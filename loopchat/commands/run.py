@@ -23,7 +23,7 @@ from pathlib import Path
 
 from loopchat.commands.model import cmd_prepare
 from loopchat.commands.serve import cmd_serve
-from loopchat.common import Subparsers, add_server_flags
+from loopchat.common import Subparsers, add_server_flags, train_config
 
 # Settings flags passed on to the trainer as they were given.
 _TRAINER_FLAGS = ("data_dir", "database_url", "model", "host", "port")
@@ -46,14 +46,10 @@ def add_parser(subparsers: Subparsers) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Everything on embedded defaults: prepare the model once, then serve and train."""
-    if not args.no_trainer:
-        from trainer.config import ConfigError, load_config
-
-        try:  # a bad trainer setting stops here, not in the child after the server is up
-            load_config(args.train_config, args.train_set)
-        except ConfigError as e:
-            print(f"loopchat run: {e}", file=sys.stderr)
-            return 2
+    # A bad trainer setting stops here, not in the child after the server is up.
+    checked = args.no_trainer or train_config(args.train_config, args.train_set, "loopchat run")
+    if not checked:
+        return 2
     if cmd_prepare(args) != 0:
         return 2
     trainer = None if args.no_trainer else trainer_process(args)

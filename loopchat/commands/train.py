@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from loopchat.common import Subparsers, add_server_flags, settings_from
+from loopchat.common import Subparsers, add_server_flags, settings_from, train_config
 
 
 def add_parser(subparsers: Subparsers) -> None:
@@ -29,12 +29,10 @@ def add_parser(subparsers: Subparsers) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from trainer.config import ConfigError, describe, load_config
+    from trainer.config import describe
 
-    try:
-        cfg = load_config(args.config, args.set)
-    except ConfigError as e:
-        print(f"loopchat train: {e}", file=sys.stderr)
+    cfg = train_config(args.config, args.set, "loopchat train")
+    if cfg is None:
         return 2
     if args.show_config:
         print(describe(cfg), end="")
