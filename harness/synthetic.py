@@ -209,3 +209,60 @@ def bench_reply(rng: random.Random) -> str:
 def concise(text: str) -> float:
     """Gold preference for benchmarks: shorter replies are better."""
     return -float(len(text.split()))
+
+
+def write_votes(
+    sessions: sessionmaker[Session],
+    comparisons: Sequence[tuple[str, str, str, str]],
+    ratings: Sequence[tuple[str, str, int]],
+    start: datetime,
+    seed: int = 0,
+    users: int = 20,
+    version: str = "v0",
+) -> dict[str, int]:
+    """Votes already decided, written as the API stores them, a second apart from `start`:
+    comparisons as (prompt, reply a, reply b, "a" | "b" | "tie") and thumbs as (prompt,
+    reply, +1 | -1), all on replies of policy `version`."""
+    rng = random.Random(seed)
+    choices = {"a": ComparisonChoice.A, "b": ComparisonChoice.B, "tie": ComparisonChoice.TIE}
+    with session_scope(sessions) as s:
+        v = repository.version_by_name(s, version)
+        if v is None:
+            raise LookupError(f"no policy version {version}")
+        rows = _Rows(rng, v.id, 0.0)
+        user_ids = [rows.rid("usr") for _ in range(users)]
+        s.add_all(User(id=u, kind=UserKind.ANONYMOUS) for u in user_ids)
+        s.flush()
+        at = start
+        for prompt, a, b, choice in comparisons:
+            at += timedelta(seconds=1)
+            msgs = [{"role": "user", "content": prompt}]
+            rows.votes.append(
+                Comparison(
+                    id=rows.rid("cmp"),
+                    user_id=rng.choice(user_ids),
+                    prompt=msgs,
+                    generation_a_id=rows.generation(msgs, a, at),
+                    generation_b_id=rows.generation(msgs, b, at),
+                    choice=choices[choice],
+                    created_at=at,
+                    voted_at=at,
+                )
+            )
+            rows.counts["comparisons"] += 1
+        for prompt, text, value in ratings:
+            at += timedelta(seconds=1)
+            msgs = [{"role": "user", "content": prompt}]
+            rows.votes.append(
+                Rating(
+                    generation_id=rows.generation(msgs, text, at),
+                    user_id=rng.choice(user_ids),
+                    value=value,
+                    created_at=at,
+                )
+            )
+            rows.counts["ratings"] += 1
+        s.add_all(rows.generations)
+        s.flush()
+        s.add_all(rows.votes)
+    return rows.counts

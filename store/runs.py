@@ -82,6 +82,12 @@ class PairFigures(Section):
     accuracy: Figure = None
     new_pair_accuracy: Figure = None
     length_baseline_accuracy: Figure = None
+    # accuracy on pairs the voters chose the longer reply in and on those they chose the
+    # shorter one, averaged (`store.lengthcontrol`): 0.5 for a length-only model
+    length_controlled_accuracy: Figure = None
+    # the share of training pairs the longer reply won, and whether it is beyond chance
+    votes_longer_won: Figure = None
+    votes_reward_length: Annotated[bool | None, Tolerant] = None
 
 
 class RewardFigures(PairFigures):
@@ -117,6 +123,7 @@ class EvaluationFigures(Section):
     rewards, lengths and counts are kept as extras)."""
 
     win_rate: Figure = None
+    length_controlled_win_rate: Figure = None  # at equal length (`store.lengthcontrol`)
     check_win_rate: Figure = None
     kl_candidate: Figure = None
     kl_serving: Figure = None

@@ -3,6 +3,7 @@ votes and is measured on the same held-out pairs; bad input is refused before tr
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from loopchat.cli import main
 
 def _rows(out: str) -> list[list[str]]:
     lines = [line for line in out.splitlines() if line.strip()]
-    assert lines[0].startswith("variant | train pairs")
+    assert lines[0].startswith("votes | variant | train pairs")
     return [line.split(" | ") for line in lines[2:]]
 
 
@@ -21,21 +22,60 @@ def test_variants_train_on_the_same_votes(
 ) -> None:
     base = ["bench", "reward", "--model", str(tiny_model_dir), "--data-dir", str(tmp_path)]
     shared = ["--events", "80", "--set", "reward.max_length=96", "--set", "reward.epochs=1"]
-    variants = ["--variant", "a", "--variant", "again", "--variant", "all reward.lora_layers=0"]
+    variants = ["--variant", "a", "--variant", "again", "--variant", "lora reward.kind=lora"]
     assert main([*base, *shared, *variants]) == 0
     captured = capsys.readouterr()
     rows = _rows(captured.out)
-    assert [r[0] for r in rows] == ["a", "again", "all"]
-    assert "[bench reward] all: step 1/" in captured.err  # progress while it trains
-    assert rows[2][-1] == "reward.lora_layers=0"
+    assert [r[1] for r in rows] == ["a", "again", "lora"]
+    assert {r[0] for r in rows} == {"stored"}
+    assert "[bench reward] stored lora" in captured.err and "step 1/" in captured.err
+    assert rows[2][-1] == "reward.kind=lora"
     assert rows[0][-1] == "(the config as given)"
     # the same training and held-out pairs, and "the shorter reply wins" on the same pairs
-    assert {tuple(r[1:4]) for r in rows} == {tuple(rows[0][1:4])}
-    assert int(rows[0][1]) > 0 and int(rows[0][3]) > 0
-    assert len({r[5] for r in rows}) == 1
-    # a variant with nothing changed is the same seeded run: the same accuracy
-    assert rows[0][4:8] == rows[1][4:8]
-    assert all(0.0 <= float(r[4]) <= 1.0 for r in rows)
+    assert {tuple(r[2:5]) for r in rows} == {tuple(rows[0][2:5])}
+    assert int(rows[0][2]) > 0 and int(rows[0][4]) > 0
+    assert len({r[9] for r in rows}) == 1
+    # a variant with nothing changed is the same run: the same accuracy
+    assert rows[0][5:11] == rows[1][5:11]
+    assert all(0.0 <= float(r[5]) <= 1.0 for r in rows)
+    # no gold: nothing to compare with
+    assert rows[0][7] == rows[0][8] == "-"
+
+
+def test_golds_and_sizes_give_learning_curves_on_the_same_replies(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pool = tmp_path / "replies.jsonl"
+    lines = []
+    for i in range(60):
+        lines.append(
+            json.dumps(
+                {
+                    "prompt": f"Tell me about topic {i}.",
+                    "replies": [
+                        f"Sure! You will love topic {i}, friend!",
+                        f"Topic {i} is a subject of some note in the literature.",
+                        f"Topic {i}: thanks for asking. It is good.",
+                    ],
+                }
+            )
+        )
+    pool.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "curves"
+    args = ["bench", "reward", "--model", str(tiny_model_dir), "--data-dir", str(tmp_path)]
+    args += ["--replies", str(pool), "--gold", "warm", "--gold", "concise"]
+    args += ["--sizes", "20,all", "--set", "reward.max_length=64", "--out", str(out)]
+    assert main(args) == 0
+    rows = _rows(capsys.readouterr().out)
+    assert [(r[0], r[2]) for r in rows][:1] == [("warm", "20")]
+    assert [r[0] for r in rows] == ["warm", "warm", "concise", "concise"]
+    assert int(rows[1][2]) > 20  # all of them
+    # the same held-out pairs at every size of one gold's curve
+    assert rows[0][4] == rows[1][4] and rows[2][4] == rows[3][4]
+    for r in rows:
+        assert 0.5 <= float(r[8]) <= 1.0  # the noise ceiling: votes agreeing with the gold
+        assert 0.0 <= float(r[7]) <= 1.0  # the RM against the gold's order
+    assert (out / "rows.json").is_file() and (out / "curves.png").stat().st_size > 0
 
 
 @pytest.mark.parametrize(
@@ -49,6 +89,9 @@ def test_variants_train_on_the_same_votes(
         (["--until", "yesterday"], "is not an ISO time"),
         (["--events", "80", "--until", "2000-01-01"], "it needs some of both"),  # votes after
         ([], "it needs some of both"),  # the data directory holds no votes
+        (["--events", "80", "--sizes", "10,none"], "--sizes: 'none' is not"),
+        (["--events", "80", "--gold", "nosuch"], "gold 'nosuch' is not"),
+        (["--replies", "x.jsonl", "--per-prompt", "1"], "--per-prompt must be at least 2"),
     ],
 )
 def test_bad_input_is_refused(

@@ -476,3 +476,28 @@ def test_cli_with_a_plug_in_gold_and_api_keys_when_sessions_are_off(
 
     assert main(["simulate", "--url", base, "--gold", "nope:nothing"]) == 2
     assert "no module named 'nope'" in capsys.readouterr().err
+
+
+def test_plain_words_scores_word_length_not_reply_length() -> None:
+    from harness.simulation.gold import plain_words
+
+    plain = "You can do it. It is not hard. Just try."
+    fancy = "Consideration of multifaceted circumstances necessitates deliberation."
+    assert plain_words("q", plain) > 0.9 > 0.1 > plain_words("q", fancy)
+    # saying the same thing three times changes nothing
+    assert plain_words("q", " ".join([plain] * 3)) == pytest.approx(plain_words("q", plain))
+    assert plain_words("q", "") == 0.0 and plain_words("q", "123 !!") == 0.0
+
+
+def test_asks_back_looks_at_the_end_only() -> None:
+    from harness.simulation.gold import asks_back, last_sentence
+
+    assert asks_back("q", "Paris is the capital. Would you like to know more?") == 1.0
+    assert asks_back("q", "Paris is the capital. Let me know if you need more.") == 0.8
+    assert asks_back("q", "Paris is the capital. Hope this helps!") == 0.8
+    assert asks_back("q", "Is it Paris? Yes, Paris is the capital.") == 0.2
+    assert asks_back("q", "Let me know if... no. Paris is the capital.") == 0.2
+    assert asks_back("q", "   ") == 0.0
+    assert last_sentence("One. Two! Three?") == "Three"
+    longer = "Paris is the capital. " * 5 + "Anything else?"
+    assert asks_back("q", longer) == asks_back("q", "Anything else?")

@@ -135,7 +135,7 @@ def test_trained_model_tells_fresh_pairs_apart(trained: Trained) -> None:
     # The marker makes chosen replies a word longer: "shorter wins" is mostly wrong here,
     # so the RM did not win by length.
     assert m["length_baseline_accuracy"] < 0.5
-    assert m["length_controlled_accuracy"] >= 0.8
+    assert m["shorter_loses_accuracy"] >= 0.8
     assert m["mean_margin"] > 0
 
 
@@ -370,8 +370,10 @@ def test_metrics_match_hand_computed_values() -> None:
         ((1 - _sig(2)) ** 2 + (1 - _sig(0)) ** 2 + (1 - _sig(-1)) ** 2) / 3
     )
     assert m["length_baseline_accuracy"] == pytest.approx((1 + 0 + 0.5) / 3)
-    assert m["length_controlled_n"] == 2
-    assert m["length_controlled_accuracy"] == pytest.approx(0.25)
+    assert m["shorter_loses_n"] == 2
+    assert m["shorter_loses_accuracy"] == pytest.approx(0.25)
+    # chosen longer: 0.5 (the score tie); chosen shorter: 1; equal lengths left out
+    assert m["length_controlled_accuracy"] == pytest.approx(0.75)
     assert m["length_corr"] == pytest.approx(
         statistics.correlation([2, 1, 0, 0, 1, 1], [2, 6, 3, 4, 2, 3])
     )

@@ -154,36 +154,57 @@ def test_lock_of_a_killed_process_does_not_block(tmp_path: Path) -> None:
 # -- gate ----------------------------------------------------------------------------------
 
 
+def _summary(
+    win: float, kl: float, ratio: float, prompts: int = 32, lc: float | None = None
+) -> EvalSummary:
+    return EvalSummary(win, lc, kl, ratio, prompts)
+
+
+def _gate(summary: EvalSummary, cfg: EvalConfig, votes_reward_length: bool = True) -> list[str]:
+    return gate(summary, cfg, votes_reward_length=votes_reward_length)
+
+
 def test_gate_passes_a_winner_inside_budget() -> None:
-    assert gate(EvalSummary(0.6, 3.0, 1.1, 32), EvalConfig()) == []
-    assert gate(EvalSummary(0.55, 6.0, 0.5, 32), EvalConfig()) == []  # bounds are inclusive
+    assert _gate(_summary(0.6, 3.0, 1.1), EvalConfig()) == []
+    assert _gate(_summary(0.5, 10.0, 0.25), EvalConfig()) == []  # bounds are inclusive
 
 
 def test_gate_length_bounds_are_set_apart() -> None:
-    # Where users may want shorter replies, the shrink bound is lowered on its own: a
-    # candidate 0.3x as long passes, one 2.5x as long is still refused.
+    # The shrink bound is set on its own: a candidate 0.3x as long passes at 0.25, one
+    # 2.5x as long is still refused.
     cfg = EvalConfig(min_length_ratio=0.25)
-    assert gate(EvalSummary(0.9, 4.0, 0.3, 32), cfg) == []
-    [reason] = gate(EvalSummary(0.9, 4.0, 0.2, 32), cfg)
+    assert _gate(_summary(0.9, 4.0, 0.3), cfg) == []
+    [reason] = _gate(_summary(0.9, 4.0, 0.2), cfg)
     assert "outside [0.25, 2.00]" in reason
-    [reason] = gate(EvalSummary(0.9, 4.0, 2.5, 32), cfg)
+    [reason] = _gate(_summary(0.9, 4.0, 2.5), cfg)
     assert "factor of 2.50" in reason
+
+
+def test_gate_refuses_a_win_that_comes_from_length_only_when_votes_do_not_reward_it() -> None:
+    length_only = _summary(0.8, 2.0, 0.6, lc=0.45)
+    [reason] = _gate(length_only, EvalConfig(), votes_reward_length=False)
+    assert "at equal length 0.450" in reason and "comes from reply length" in reason
+    # Users who reward length asked for it: the same candidate passes.
+    assert _gate(length_only, EvalConfig(), votes_reward_length=True) == []
+    # A win that holds at equal length passes either way; no figure: the raw rule alone.
+    assert _gate(_summary(0.8, 2.0, 0.6, lc=0.7), EvalConfig(), votes_reward_length=False) == []
+    assert _gate(_summary(0.8, 2.0, 0.6), EvalConfig(), votes_reward_length=False) == []
 
 
 @pytest.mark.parametrize(
     "summary, words",
     [
-        (EvalSummary(0.54, 1.0, 1.0, 32), ["policy 0.540 is below 0.550"]),
-        (EvalSummary(0.9, 6.01, 1.0, 32), ["KL to the reference 6.01 nats"]),
-        (EvalSummary(0.9, 1.0, 0.3, 32), ["length changed by a factor of 0.30"]),
-        (EvalSummary(0.9, 1.0, 2.5, 32), ["factor of 2.50"]),
-        (EvalSummary(0.4, 9.0, 3.0, 32), ["win rate", "KL", "length"]),
-        (EvalSummary(float("nan"), float("nan"), 1.0, 32), ["win rate", "KL"]),
-        (EvalSummary(1.0, 0.0, 1.0, 0), ["no held-out prompts"]),
+        (_summary(0.49, 1.0, 1.0), ["policy 0.490 is below 0.500"]),
+        (_summary(0.9, 10.01, 1.0), ["KL to the reference 10.01 nats"]),
+        (_summary(0.9, 1.0, 0.2), ["length changed by a factor of 0.20"]),
+        (_summary(0.9, 1.0, 2.5), ["factor of 2.50"]),
+        (_summary(0.4, 11.0, 3.0), ["win rate", "KL", "length"]),
+        (_summary(float("nan"), float("nan"), 1.0), ["win rate", "KL"]),
+        (_summary(1.0, 0.0, 1.0, prompts=0), ["no held-out prompts"]),
     ],
 )
 def test_gate_rejects_with_reasons(summary: EvalSummary, words: list[str]) -> None:
-    reasons = gate(summary, EvalConfig())
+    reasons = _gate(summary, EvalConfig())
     assert len(reasons) == len(words)
     for reason, word in zip(reasons, words, strict=True):
         assert word in reason

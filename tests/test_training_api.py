@@ -53,6 +53,7 @@ def test_the_run_list_summarises_each_round(make_client: Any, tmp_path: Path) ->
     client = make_client(url)
     evaluation = {
         "win_rate": 0.625,
+        "length_controlled_win_rate": 0.55,
         "check_win_rate": 0.5,
         "kl_candidate": 1.25,
         "kl_serving": 0.0,
@@ -66,7 +67,14 @@ def test_the_run_list_summarises_each_round(make_client: Any, tmp_path: Path) ->
                 TrainingRun(
                     status=RunStatus.REJECTED,
                     metrics={
-                        "reward": {"accuracy": 0.75, "n": 40.0},
+                        "reward": {
+                            "accuracy": 0.75,
+                            "n": 40.0,
+                            "length_controlled_accuracy": 0.6,
+                            "length_baseline_accuracy": 0.7,
+                            "votes_longer_won": 0.3,
+                            "votes_reward_length": True,
+                        },
                         "check_reward": {"accuracy": 0.7},
                         "evaluation": evaluation,
                     },
@@ -84,8 +92,13 @@ def test_the_run_list_summarises_each_round(make_client: Any, tmp_path: Path) ->
     full, stopped = sorted(client.get("/v1/admin/training-runs").json(), key=lambda r: r["id"])
     assert full["summary"] == {
         "rm_accuracy": 0.75,
+        "rm_length_controlled_accuracy": 0.6,
+        "rm_length_baseline_accuracy": 0.7,
+        "votes_longer_won": 0.3,
+        "votes_reward_length": True,
         "check_rm_accuracy": 0.7,
         "win_rate": 0.625,
+        "length_controlled_win_rate": 0.55,
         "check_win_rate": 0.5,
         "kl_candidate": 1.25,
         "kl_serving": 0.0,

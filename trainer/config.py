@@ -49,6 +49,13 @@ class DataConfig:
 
 @dataclass
 class RewardConfig:
+    kind: str = opt(
+        "head",
+        "head: a linear Bradley-Terry head on the frozen base model's features, with reply "
+        "length as a separate term and its L2 strength chosen by cross-validation each "
+        "round (trainer/head.py); lora: a LoRA adapter and score head trained by AdamW for "
+        "fixed epochs (trainer/reward.py). docs/trainer.md says why head is the default.",
+    )
     lora_r: int = opt(16, "LoRA rank of the reward model's adapter on the policy backbone.")
     lora_alpha: int = opt(32, "LoRA alpha of the reward model.")
     lora_targets: str = opt(
@@ -62,10 +69,10 @@ class RewardConfig:
         "Adapt only the top N transformer layers (0: all). The layers below run forward "
         "only, so a training step needs a fraction of the backward pass.",
     )
-    learning_rate: float = opt(2e-4, "AdamW learning rate.")
-    epochs: int = opt(2, "Passes over the training pairs.")
+    learning_rate: float = opt(1e-3, "AdamW learning rate (lora).")
+    epochs: int = opt(2, "Passes over the training pairs (lora).")
     warm_epochs: int = opt(
-        0, "Passes when warm-started from the last round's RM (0: the same as epochs)."
+        1, "Passes when warm-started from the last round's RM (lora; 0: the same as epochs)."
     )
     batch_size: int = opt(8, "Pairs per optimizer step.")
     max_length: int = opt(384, "Tokens per (prompt, reply); the prompt is cut from the left.")
@@ -84,8 +91,8 @@ class RewardConfig:
     )
     check_model: bool = opt(
         True,
-        "Train a second RM on the other half of the pairs (split by prompt hash) to check "
-        "the candidate for over-optimization; the policy's RM trains on the first half.",
+        "Train a second RM on half of the pairs (split by prompt hash) to check the "
+        "candidate for over-optimization; the policy's RM trains on all of them.",
     )
 
 
@@ -94,20 +101,22 @@ class PolicyConfig:
     algorithm: str = opt(
         "online_dpo", "rloo, ppo or online_dpo (the default measured best per CPU-minute)."
     )
-    prompts_per_round: int = opt(24, "Prompts sampled for on-policy rollouts each round.")
+    prompts_per_round: int = opt(
+        48, "Prompts sampled for on-policy rollouts each round (kl_step usually ends it sooner)."
+    )
     samples_per_prompt: int = opt(4, "Replies sampled per prompt (k).")
-    batch_prompts: int = opt(4, "Prompts per optimizer step.")
+    batch_prompts: int = opt(8, "Prompts per optimizer step.")
     max_new_tokens: int = opt(128, "Reply length cap in rollouts.")
     temperature: float = opt(1.0, "Sampling temperature in rollouts.")
     top_p: float = opt(1.0, "Nucleus sampling in rollouts.")
-    learning_rate: float = opt(1e-4, "AdamW learning rate for the LoRA adapter.")
+    learning_rate: float = opt(2e-4, "AdamW learning rate for the LoRA adapter.")
     kl_coef: float = opt(0.05, "beta in r = r_RM - beta * KL(policy || v0), per reply in nats.")
     unfinished_penalty: float = opt(
         1.0, "Subtracted from the reward of a rollout that hit max_new_tokens unfinished."
     )
     lora_r: int = opt(16, "LoRA rank of the policy adapter (new adapters only).")
     lora_alpha: int = opt(32, "LoRA alpha of the policy adapter.")
-    epochs: int = opt(1, "Optimization passes over each batch of rollouts (PPO epochs).")
+    epochs: int = opt(2, "Optimization passes over each batch of rollouts (PPO epochs).")
     clip_range: float = opt(0.2, "PPO policy ratio clip.")
     value_coef: float = opt(0.1, "PPO value loss weight.")
     gae_lambda: float = opt(0.95, "PPO GAE lambda (gamma is 1).")
@@ -116,13 +125,13 @@ class PolicyConfig:
         0.5, "Online DPO: skip a prompt whose best and worst RM scores differ by less."
     )
     dpo_nll_weight: float = opt(
-        0.0,
+        1.0,
         "Online DPO: weight of the chosen reply's per-token negative log-likelihood added to "
         "the loss (RPO, Pang et al. 2024); it keeps the chosen reply from losing likelihood "
         "along with the rejected one. 0: plain DPO.",
     )
     kl_step: float = opt(
-        0.0,
+        1.0,
         "Trust region per round: stop taking steps once a rollout batch measures the "
         "policy's KL to where this round started (the serving adapter) at this many nats "
         "per reply or more; the candidate is the policy that batch measured. 0: off.",
@@ -153,17 +162,21 @@ class EvalConfig:
     samples_per_prompt: int = opt(2, "Replies per held-out prompt from each policy.")
     max_new_tokens: int = opt(128, "Reply length cap in evaluation.")
     temperature: float = opt(0.7, "Sampling temperature (the serving default).")
-    min_win_rate: float = opt(0.55, "Gate: candidate's RM win rate over serving must reach this.")
-    max_kl: float = opt(6.0, "Gate: KL(candidate || v0) per reply, nats, must stay within this.")
+    min_win_rate: float = opt(
+        0.5,
+        "Gate: candidate's RM win rate over serving must reach this (and at equal length "
+        "too, when the votes do not reward length); the canary's live votes judge the rest.",
+    )
+    max_kl: float = opt(10.0, "Gate: KL(candidate || v0) per reply, nats, must stay within this.")
     max_length_ratio: float = opt(
         2.0,
         "Gate: mean reply length of candidate / serving must stay at or below x (length is "
         "the first thing an RM learns, and an RM's bias runs to longer replies).",
     )
     min_length_ratio: float = opt(
-        0.5,
-        "Gate: ... and at or above this. Lower it where users may want shorter replies: the "
-        "canary's live votes then judge a much shorter candidate.",
+        0.25,
+        "Gate: ... and at or above this. Where users want shorter replies a candidate may be "
+        "much shorter; where they do not, the equal-length win rate refuses it.",
     )
 
 
@@ -190,6 +203,7 @@ class TrainConfig:
 
 
 SECTIONS = ("data", "reward", "policy", "evaluation", "schedule")
+REWARD_KINDS = ("head", "lora")
 ALGORITHMS = ("rloo", "ppo", "online_dpo")
 
 
@@ -250,6 +264,8 @@ def parse_override(text: str) -> dict[str, Any]:
 def validate(cfg: TrainConfig) -> TrainConfig:
     if cfg.policy.algorithm not in ALGORITHMS:
         raise ConfigError(f"policy.algorithm must be one of {', '.join(ALGORITHMS)}")
+    if cfg.reward.kind not in REWARD_KINDS:
+        raise ConfigError(f"reward.kind must be one of {', '.join(REWARD_KINDS)}")
     if not 0.0 < cfg.data.heldout_fraction < 1.0:
         raise ConfigError("data.heldout_fraction must be between 0 and 1")
     if cfg.policy.samples_per_prompt < 2:

@@ -1,7 +1,8 @@
 """Evaluate a candidate policy against the serving one on held-out prompts.
 
 Both policies answer the same held-out prompts (same seeds); the round's reward model
-scores every reply. Reported: the candidate's RM win rate over serving (ties half), mean
+scores every reply. Reported: the candidate's RM win rate over serving (ties half), the
+same at equal reply length (`store.lengthcontrol.length_controlled_win_rate`), mean
 reward of each, the same two under a second reward model trained on the other half of
 the pairs (a check on over-optimizing the first one: Gao et al. 2022), KL to the
 reference v0 in nats per reply, and reply length. `trainer.gate` decides on the result.
@@ -15,10 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from store.lengthcontrol import length_controlled_win_rate
 from trainer.config import EvalConfig
 from trainer.gate import EvalSummary
 from trainer.records import Messages, ProgressFn, no_progress
-from trainer.reward import RewardNet
+from trainer.reward import Scorer
 from trainer.sampling import Sample, kl_per_reply, sample
 
 SERVING_ADAPTER = "serving"
@@ -60,8 +62,8 @@ def evaluate_candidate(
     tokenizer: Any,
     serving_adapter: Path | None,
     prompts: Sequence[Messages],
-    rm: RewardNet,
-    check_rm: RewardNet | None,
+    rm: Scorer,
+    check_rm: Scorer | None,
     cfg: EvalConfig,
     *,
     seed: int = 0,
@@ -95,6 +97,7 @@ def evaluate_candidate(
     metrics["length_ratio"] = ratio
     summary = EvalSummary(
         win_rate=metrics["win_rate"],
+        length_controlled_win_rate=metrics.get("length_controlled_win_rate"),
         kl=metrics["kl_candidate"],
         length_ratio=ratio,
         prompts=len(prompts),
@@ -145,7 +148,7 @@ def _serving_replies(
 def _compare(candidate: _Side, serving: _Side) -> dict[str, float]:
     """Win rate, then mean reward, KL, reply tokens and finished share of each side."""
     cand, serv = candidate.replies, serving.replies
-    return {
+    out = {
         "win_rate": win_rate(candidate.rewards, serving.rewards),
         "reward_candidate": _mean(candidate.rewards),
         "reward_serving": _mean(serving.rewards),
@@ -156,10 +159,20 @@ def _compare(candidate: _Side, serving: _Side) -> dict[str, float]:
         "finished_candidate": _mean([float(s.finished) for s in cand]),
         "finished_serving": _mean([float(s.finished) for s in serv]),
     }
+    controlled = length_controlled_win_rate(
+        [win_rate([c], [s]) for c, s in zip(candidate.rewards, serving.rewards, strict=True)],
+        [
+            float(len(c.completion_ids) - len(s.completion_ids))
+            for c, s in zip(cand, serv, strict=True)
+        ],
+    )
+    if controlled is not None:
+        out["length_controlled_win_rate"] = controlled
+    return out
 
 
 def _check_metrics(
-    check_rm: RewardNet,
+    check_rm: Scorer,
     prompts: Sequence[Messages],
     cand: Sequence[Sample],
     serv: Sequence[Sample],

@@ -24,9 +24,7 @@ on the pairs where that rule is wrong: an RM on a little data learns length firs
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import math
 import random
 import time
@@ -36,8 +34,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from store.lengthcontrol import length_balanced_accuracy
+from trainer.chat import chat_head, encode_chat, quiet_transformers
 from trainer.config import RewardConfig
-from trainer.records import Messages, Pair, ProgressFn, Unpaired, as_chat, no_progress
+from trainer.records import Messages, Pair, ProgressFn, Unpaired, no_progress
 
 META_FILE = "reward_model.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -57,22 +57,41 @@ class Scorer(Protocol):
     ) -> list[float]: ...
 
 
-@contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """Silence the 'newly initialized score.weight' chatter and progress bars of from_pretrained."""
-    from transformers.utils import logging as hf_logging_module
+class RewardModel(Scorer, Protocol):
+    """What a round needs of a reward model, whatever its kind (`RewardConfig.kind`)."""
 
-    hf_logging: Any = hf_logging_module
-    before = hf_logging.get_verbosity()
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity(logging.ERROR)
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(before)
-        if bars:
-            hf_logging.enable_progress_bar()
+    warm_started: bool
+
+    def fit(
+        self,
+        pairs: Sequence[Pair],
+        unpaired: Sequence[Unpaired],
+        cfg: RewardConfig,
+        *,
+        seed: int = 0,
+        progress: ProgressFn = no_progress,
+    ) -> dict[str, float]: ...
+
+    def save(self, dest: Path) -> None: ...
+
+
+def create_reward_model(
+    base_dir: Path,
+    cfg: RewardConfig,
+    previous: Path | None,
+    *,
+    seed: int = 0,
+    cache_file: Path | None = None,
+) -> tuple[RewardModel, str]:
+    """The round's reward model of `cfg.kind`, and a line for the run log saying where it
+    came from. A head is refitted on the whole window each round (its features cached at
+    `cache_file`); a LoRA model warm-starts from `previous` (`RewardNet.create`)."""
+    if cfg.kind == "head":
+        from trainer.head import HeadRewardModel
+
+        cached = "" if cache_file is None else f", features cached in {cache_file}"
+        return HeadRewardModel.fresh(base_dir, cfg, cache_file), f"linear head, refitted{cached}"
+    return RewardNet.create(base_dir, cfg, previous, seed=seed)
 
 
 def _load_backbone(base_dir: Path) -> tuple[Any, Any]:
@@ -85,7 +104,7 @@ def _load_backbone(base_dir: Path) -> tuple[Any, Any]:
     if pad_id is None:
         pad_id = tokenizer.eos_token_id
         tokenizer.pad_token_id = pad_id
-    with _quiet_transformers():
+    with quiet_transformers():
         model = AutoModelForSequenceClassification.from_pretrained(
             str(base_dir), num_labels=1, dtype=torch.float32
         )
@@ -163,7 +182,7 @@ class RewardNet:
             if not (path / name).is_file():
                 raise FileNotFoundError(f"no {name} in {path}")
         base, tokenizer = _load_backbone(base_dir)
-        with _quiet_transformers():
+        with quiet_transformers():
             model = PeftModel.from_pretrained(base, str(path), is_trainable=trainable)
         # peft only warns about missing keys; a partial adapter is not the previous RM.
         with safe_open(str(path / ADAPTER_WEIGHTS), framework="pt") as f:
@@ -228,33 +247,14 @@ class RewardNet:
     # -- inputs ------------------------------------------------------------------------
 
     def _head(self, prompt: Messages) -> tuple[str, list[int]]:
-        """The prompt rendered up to the assistant's turn, and its token ids."""
-        text: str = self.tokenizer.apply_chat_template(
-            as_chat(prompt), tokenize=False, add_generation_prompt=True
-        )
-        ids: list[int] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        return text, ids
+        return chat_head(self.tokenizer, prompt)
 
     def encode(
         self, prompt: Messages, reply: str, head: tuple[str, list[int]] | None = None
     ) -> list[int]:
-        """Token ids of prompt + reply in the chat template, at most max_length.
-
-        Too long: the prompt loses tokens from its start; a reply longer than max_length on
-        its own keeps its first max_length tokens.
-        """
-        head_text, head_ids = head if head is not None else self._head(prompt)
-        chat = [*as_chat(prompt), {"role": "assistant", "content": reply}]
-        full: str = self.tokenizer.apply_chat_template(chat, tokenize=False)
-        if not full.startswith(head_text):  # an unusual template: cut the whole from the left
-            ids: list[int] = self.tokenizer(full, add_special_tokens=False)["input_ids"]
-            return ids[-self.max_length :]
-        reply_ids: list[int] = self.tokenizer(full[len(head_text) :], add_special_tokens=False)[
-            "input_ids"
-        ]
-        room = self.max_length - len(reply_ids)
-        kept = head_ids[-room:] if room > 0 else []
-        return (kept + reply_ids)[: self.max_length]
+        """Token ids of prompt + reply in the chat template, at most max_length (see
+        `encode_chat`)."""
+        return encode_chat(self.tokenizer, prompt, reply, self.max_length, head)[0]
 
     def encode_many(self, prompts: Sequence[Messages], replies: Sequence[str]) -> list[list[int]]:
         """`encode` of each reply to its prompt, rendering each distinct prompt once."""
@@ -291,6 +291,18 @@ class RewardNet:
         if not params:
             raise ValueError("the reward model has no trainable parameters (loaded for scoring?)")
         return params
+
+    def fit(
+        self,
+        pairs: Sequence[Pair],
+        unpaired: Sequence[Unpaired],
+        cfg: RewardConfig,
+        *,
+        seed: int = 0,
+        progress: ProgressFn = no_progress,
+    ) -> dict[str, float]:
+        """`train_reward_model` on this model."""
+        return train_reward_model(self, pairs, unpaired, cfg, seed=seed, progress=progress)
 
     # -- scoring -----------------------------------------------------------------------
 
@@ -606,9 +618,11 @@ def metrics_from_scores(
     new_n and new_pair_accuracy (pairs with at >= since; every pair when since is None;
     accuracy omitted when new_n is 0), ece and brier of sigmoid(r_c - r_r), mean_margin,
     length_baseline_accuracy ("the shorter reply wins", by characters, ties half),
-    length_controlled_n and length_controlled_accuracy (RM accuracy where the chosen reply
-    is not the shorter one; omitted when there is none), length_corr (Pearson of score and
-    characters over every reply; 0 when undefined). With no pairs only n and new_n (0).
+    shorter_loses_n and shorter_loses_accuracy (RM accuracy where the chosen reply is not
+    the shorter one; omitted when there is none), length_controlled_accuracy (the accuracy
+    where the chosen reply is longer and where it is shorter, averaged: 0.5 for a
+    length-only model; omitted unless both kinds of pair are there), length_corr (Pearson
+    of score and characters over every reply; 0 when undefined). With no pairs only n and new_n (0).
     """
     if not len(pairs) == len(chosen_scores) == len(rejected_scores):
         raise ValueError("pairs and scores differ in length")
@@ -633,12 +647,17 @@ def metrics_from_scores(
     out["length_baseline_accuracy"] = (
         sum(_win(len(x.pair.rejected) - len(x.pair.chosen)) for x in rows) / n
     )
-    controlled = [
+    where_shorter_loses = [
         w for x, w in zip(rows, wins, strict=True) if len(x.pair.chosen) >= len(x.pair.rejected)
     ]
-    out["length_controlled_n"] = float(len(controlled))
-    if controlled:
-        out["length_controlled_accuracy"] = sum(controlled) / len(controlled)
+    out["shorter_loses_n"] = float(len(where_shorter_loses))
+    if where_shorter_loses:
+        out["shorter_loses_accuracy"] = sum(where_shorter_loses) / len(where_shorter_loses)
+    balanced = length_balanced_accuracy(
+        wins, [len(x.pair.chosen) for x in rows], [len(x.pair.rejected) for x in rows]
+    )
+    if balanced is not None:
+        out["length_controlled_accuracy"] = balanced
     scores = [x.chosen for x in rows] + [x.rejected for x in rows]
     lengths = [float(len(x.pair.chosen)) for x in rows] + [
         float(len(x.pair.rejected)) for x in rows

@@ -31,6 +31,7 @@ from store.db.models import PolicyVersion, RunStatus, TrainingRun
 from store.db.session import session_scope
 from store.domain import VersionKind, VersionStatus
 from store.fsutil import atomic_dir
+from store.lengthcontrol import LengthPreference, length_preference
 from store.runs import EvaluationFigures, PairFigures, PolicyFigures, RewardFigures, RunMetrics
 from trainer import publish
 from trainer.config import TrainConfig, as_dict
@@ -38,7 +39,7 @@ from trainer.data import build_round_data, split_halves, stop_reason
 from trainer.gate import gate
 from trainer.lock import TrainingLock
 from trainer.records import Pair, RoundData, Snapshot, Unpaired
-from trainer.reward import RewardNet, pair_metrics, train_reward_model
+from trainer.reward import RewardModel, create_reward_model, pair_metrics
 from trainer.runs import RunRecorder, claim_queued, reap_orphans
 from trainer.snapshot import take_snapshot
 
@@ -152,10 +153,11 @@ class _Inputs:
 class _Reward:
     """The round's registered reward model, and the check model when one was trained."""
 
-    model: RewardNet
+    model: RewardModel
     id: int
     accuracy: float  # held-out
-    check: RewardNet | None
+    check: RewardModel | None
+    length: LengthPreference  # what the training votes say about reply length
 
 
 def _phases(ctx: RoundContext, cfg: TrainConfig, rec: RunRecorder) -> RoundOutcome:
@@ -170,7 +172,7 @@ def _phases(ctx: RoundContext, cfg: TrainConfig, rec: RunRecorder) -> RoundOutco
     policy, tokenizer = _update_policy(cfg, rec, inputs, data, reward.model)
     rec.phase("evaluate")
     ev = _evaluate(cfg, rec, inputs, data, reward, policy, tokenizer)
-    reasons = gate(ev.summary, cfg.evaluation)
+    reasons = gate(ev.summary, cfg.evaluation, votes_reward_length=reward.length.rewards_length)
     rec.phase("publish")
     return _publish(ctx, cfg, rec, inputs, reward, policy, ev, reasons)
 
@@ -237,7 +239,10 @@ def _reward_model(
 ) -> _Reward:
     """Fit and register the round's reward model; stop the round when it cannot tell the
     replies users preferred, else train the check model on the pairs kept back."""
-    rm, figures, check_pairs = _fit_reward_model(cfg, rec, inputs, data)
+    rm, figures, check_pairs = _fit_reward_model(ctx, cfg, rec, inputs, data)
+    length = votes_length_preference(data)
+    figures.votes_longer_won = length.longer_won
+    figures.votes_reward_length = length.rewards_length
     rec.metrics.reward = figures
     accuracy = figures.accuracy or 0.0  # no held-out pair scored: no evidence it learned
     rm_id = _register_reward_model(ctx, rec, inputs.snapshot, rm, figures, accuracy)
@@ -247,16 +252,34 @@ def _reward_model(
             f"{cfg.reward.min_heldout_accuracy:.3f} (reward.min_heldout_accuracy): "
             f"it is no better than chance at telling the replies users preferred"
         )
-    check = _check_reward_model(cfg, rec, inputs, data, check_pairs)
-    return _Reward(rm, rm_id, accuracy, check)
+    check = _check_reward_model(ctx, cfg, rec, inputs, data, check_pairs)
+    return _Reward(rm, rm_id, accuracy, check, length)
+
+
+def votes_length_preference(data: RoundData) -> LengthPreference:
+    """How often the longer reply won among the round's decided training pairs."""
+    decided = [p for p in data.train_pairs if p.source != "tie"]
+    return length_preference([len(p.chosen) for p in decided], [len(p.rejected) for p in decided])
+
+
+def _features_cache(ctx: RoundContext) -> Path:
+    """Where reply features of the frozen base model are kept between rounds."""
+    return ctx.artifacts / publish.REWARD_MODELS / "features.npz"
 
 
 def _fit_reward_model(
-    cfg: TrainConfig, rec: RunRecorder, inputs: _Inputs, data: RoundData
-) -> tuple[RewardNet, RewardFigures, list[Pair]]:
-    """The RM trained this round (warm-started from the last one when that loads), its
-    held-out figures, and the training pairs kept back for the check model."""
-    rm, note = RewardNet.create(inputs.base_dir, cfg.reward, inputs.previous_rm, seed=cfg.seed)
+    ctx: RoundContext, cfg: TrainConfig, rec: RunRecorder, inputs: _Inputs, data: RoundData
+) -> tuple[RewardModel, RewardFigures, list[Pair]]:
+    """The RM trained this round (a head refitted on the window, or a LoRA model
+    warm-started from the last one when that loads), its held-out figures, and the
+    training pairs kept back for the check model."""
+    rm, note = create_reward_model(
+        inputs.base_dir,
+        cfg.reward,
+        inputs.previous_rm,
+        seed=cfg.seed,
+        cache_file=_features_cache(ctx),
+    )
     rec.log(f"reward model: {note}")
     train_pairs, train_unpaired = rm_training_data(data, cfg, rm.warm_started)
     if len(train_pairs) < len(data.train_pairs):
@@ -265,9 +288,7 @@ def _fit_reward_model(
             f"{len(data.train_pairs)} (reward.replay_pairs is off)"
         )
     rm_pairs, check_pairs = _rm_split(train_pairs, cfg)
-    fit = train_reward_model(
-        rm, rm_pairs, train_unpaired, cfg.reward, seed=cfg.seed, progress=rec.progress
-    )
+    fit = rm.fit(rm_pairs, train_unpaired, cfg.reward, seed=cfg.seed, progress=rec.progress)
     heldout = pair_metrics(rm, data.heldout_pairs, data.since)
     return rm, RewardFigures.of(heldout, fit, len(rm_pairs), note), check_pairs
 
@@ -276,7 +297,7 @@ def _register_reward_model(
     ctx: RoundContext,
     rec: RunRecorder,
     snap: Snapshot,
-    rm: RewardNet,
+    rm: RewardModel,
     figures: RewardFigures,
     accuracy: float,
 ) -> int:
@@ -298,8 +319,13 @@ def _register_reward_model(
 
 
 def _check_reward_model(
-    cfg: TrainConfig, rec: RunRecorder, inputs: _Inputs, data: RoundData, pairs: list[Pair]
-) -> RewardNet | None:
+    ctx: RoundContext,
+    cfg: TrainConfig,
+    rec: RunRecorder,
+    inputs: _Inputs,
+    data: RoundData,
+    pairs: list[Pair],
+) -> RewardModel | None:
     """A second RM, fresh, on the other half of the pairs: the evaluation's check on the
     policy over-optimizing the first. None when off or the halves were too small."""
     if not pairs:
@@ -307,8 +333,10 @@ def _check_reward_model(
             rec.log("check reward model skipped: too few pairs to split in halves")
         return None
     rec.phase("check_reward")
-    check_rm, _ = RewardNet.create(inputs.base_dir, cfg.reward, None, seed=cfg.seed + 1)
-    train_reward_model(check_rm, pairs, (), cfg.reward, seed=cfg.seed + 1, progress=rec.progress)
+    check_rm, _ = create_reward_model(
+        inputs.base_dir, cfg.reward, None, seed=cfg.seed + 1, cache_file=_features_cache(ctx)
+    )
+    check_rm.fit(pairs, (), cfg.reward, seed=cfg.seed + 1, progress=rec.progress)
     heldout = pair_metrics(check_rm, data.heldout_pairs, data.since)
     rec.metrics.check_reward = PairFigures.model_validate(heldout)
     return check_rm
@@ -318,7 +346,7 @@ def _check_reward_model(
 
 
 def _update_policy(
-    cfg: TrainConfig, rec: RunRecorder, inputs: _Inputs, data: RoundData, rm: RewardNet
+    cfg: TrainConfig, rec: RunRecorder, inputs: _Inputs, data: RoundData, rm: RewardModel
 ) -> tuple[Any, Any]:
     """(policy, tokenizer): the serving version's adapter, or a new one on v0, trained on
     rollouts the RM scores. Stops the round when the update kept no step."""
@@ -466,10 +494,14 @@ def rm_training_data(
 
 
 def _rm_split(pairs: list[Pair], cfg: TrainConfig) -> tuple[list[Pair], list[Pair]]:
-    """Pairs for the policy's RM and for the check RM (the other half, by prompt hash)."""
+    """Pairs for the policy's RM (all of them) and for the check RM (half, by prompt hash).
+
+    The check RM is not optimized against, so sharing pairs with the policy's RM does not
+    spoil it as a check; halving the policy's RM's pairs instead would cost it accuracy
+    where votes are fewest."""
     if not cfg.reward.check_model:
         return pairs, []
-    first, second = split_halves(pairs)
-    if len(first) < cfg.data.min_train_pairs // 2 or len(second) < cfg.data.min_train_pairs // 2:
-        return pairs, []  # too few to halve: no check model this round
-    return first, second
+    _, second = split_halves(pairs)
+    if len(second) < cfg.data.min_train_pairs // 2:
+        return pairs, []  # too few for a check model this round
+    return pairs, second

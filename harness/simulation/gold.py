@@ -19,6 +19,13 @@ threshold 0.5) are set for that scale; pass others for a function on another sca
   7?"), replies that contain a number, the earlier the better (not that it is right);
   0.5 on every other prompt.
 
+- `plain_words`: short words (mean letters per word), whatever the reply's length.
+- `asks_back`: the reply ends with a question to the user, or an offer of more help.
+
+The last two are nearly independent of reply length on v0's replies (docs/simulation.md
+gives the correlations and base rates): a loop that learns them learns something other
+than length.
+
 What SmolLM2-135M can plausibly learn from a few rounds of a few hundred votes: length,
 yes, and strongly: it is the first thing a reward model picks up (every vote carries it)
 and the policy can move it with the stop token alone. Tone words: plausible; the model
@@ -214,11 +221,59 @@ def answers_number(prompt: str, reply: str) -> float:
     return 0.5 + 0.5 * math.exp(-at / 20.0)
 
 
+_LETTERS = re.compile(r"[A-Za-z]+")
+PLAIN_CENTER = 4.6  # letters per word where plain_words() is 0.5
+PLAIN_WIDTH = 0.25
+
+
+@with_reasons(up="well_written", down="badly_written", comparison="better_written")
+def plain_words(prompt: str, reply: str) -> float:
+    """Plain language: short words. A logistic in the mean letters per word (0.5 at 4.6,
+    about 0.02 at 5.6 and 0.98 at 3.6); a ratio, so neither longer nor shorter replies
+    score better as such. 0 for a reply with no words."""
+    words = _LETTERS.findall(reply)
+    if not words:
+        return 0.0
+    mean = sum(len(w) for w in words) / len(words)
+    return 1.0 / (1.0 + math.exp((mean - PLAIN_CENTER) / PLAIN_WIDTH))
+
+
+_SENTENCE_END = re.compile(r"[.!?]+[\s\"')\]*]*")
+_OFFER = re.compile(
+    r"\b(let me know|feel free|would you like|do you want|want me to|shall i|happy to help|"
+    r"any (other|more) questions|hope (this|that) helps)\b",
+    re.IGNORECASE,
+)
+
+
+def last_sentence(reply: str) -> str:
+    """The reply's last sentence (its last non-empty piece after splitting at . ! ?)."""
+    text = reply.strip()
+    cut = text.rstrip(".!?\"')]* \n")
+    parts = [p for p in _SENTENCE_END.split(cut) if p.strip()]
+    return parts[-1].strip() if parts else ""
+
+
+@with_reasons(up="helpful", down="not_helpful", comparison="more_helpful")
+def asks_back(prompt: str, reply: str) -> float:
+    """Ends by turning back to the user: 1 when the reply ends with a question, 0.8 when
+    its last sentence offers more ("Let me know if...", "Hope this helps"), else 0.2. It
+    looks at the end only, so a longer reply gains nothing by its length."""
+    text = reply.strip()
+    if not text:
+        return 0.0
+    if text.rstrip("\"')]* \n").endswith("?"):
+        return 1.0
+    return 0.8 if _OFFER.search(last_sentence(text)) else 0.2
+
+
 SHIPPED: dict[str, Gold] = {
     "concise": concise,
     "warm": warm,
     "uses_list": uses_list,
     "answers_number": answers_number,
+    "plain_words": plain_words,
+    "asks_back": asks_back,
 }
 
 

@@ -48,6 +48,7 @@ from harness.simulation.prompts import Prompt, load_prompts
 from harness.simulation.run import SimulationResult, VersionStats, simulate
 from harness.simulation.users import DEFAULT_FLIP_RATE
 from store.intervals import wilson_interval
+from store.lengthcontrol import length_controlled_win_rate
 
 PromoteMode = Literal["rule", "close", "always", "never"]
 PROMOTE_MODES: tuple[PromoteMode, ...] = ("rule", "close", "always", "never")
@@ -169,6 +170,8 @@ class GoldEvaluation:
     words_serving: float | None
     words_baseline: float | None
     reused_baseline: bool  # serving is v0: its replies are the baseline's
+    # the win rate at equal length: wins regressed on the word-count difference, read at 0
+    length_controlled_win_rate: float | None = None
     # The serving version's replies come from the round that first evaluated it (same
     # prompts and seeds): a version is scored once, so the gold moves only when it changes.
     reused: bool = False
@@ -213,6 +216,8 @@ class RoundRecord:
     failed: list[str] = field(default_factory=list)
     evaluation: GoldEvaluation | None = None
     rm_accuracy: float | None = None
+    rm_length_controlled_accuracy: float | None = None
+    rm_length_baseline_accuracy: float | None = None  # "the shorter reply wins"
     kl_candidate: float | None = None
     kl_serving: float | None = None  # KL to v0 of the version evaluated this round
     sqrt_kl_serving: float | None = None
@@ -484,6 +489,10 @@ def _evaluate(
     wr = gold_win_rate([mine[i].gold for i in both], [baseline[i].gold for i in both])
     words = [len(mine[i].text.split()) for i in both]
     base_words = [len(baseline[i].text.split()) for i in both]
+    controlled = length_controlled_win_rate(
+        [gold_win_rate([mine[i].gold], [baseline[i].gold])["win_rate"] for i in both],
+        [float(w - b) for w, b in zip(words, base_words, strict=True)],
+    )
     return GoldEvaluation(
         serving=serving,
         baseline=BASELINE,
@@ -498,6 +507,7 @@ def _evaluate(
         words_serving=_mean([float(w) for w in words]),
         words_baseline=_mean([float(w) for w in base_words]),
         reused_baseline=serving == BASELINE,
+        length_controlled_win_rate=controlled,
         reused=reused,
     )
 
@@ -723,6 +733,7 @@ def _baseline_evaluation(baseline: dict[int, _Sample], errors: int) -> GoldEvalu
         words_serving=_mean(words),
         words_baseline=_mean(words),
         reused_baseline=True,
+        length_controlled_win_rate=0.5,
     )
 
 
@@ -860,6 +871,8 @@ def _train_round(st: _LoopState, rec: RoundRecord) -> TrainingRecord:
     rec.training = t
     rec.wall_s["train"] = round(time.monotonic() - t0, 3)
     rec.rm_accuracy = t.summary.get("rm_accuracy")
+    rec.rm_length_controlled_accuracy = t.summary.get("rm_length_controlled_accuracy")
+    rec.rm_length_baseline_accuracy = t.summary.get("rm_length_baseline_accuracy")
     rec.kl_candidate = t.summary.get("kl_candidate")
     st.say(
         f"round {rec.round}: training {t.status} ({t.reason or 'ok'}), version {t.policy_version}"
@@ -982,6 +995,8 @@ def _explain_round0(rec: RoundRecord) -> None:
         "candidate",
         "candidate_status",
         "rm_accuracy",
+        "rm_length_controlled_accuracy",
+        "rm_length_baseline_accuracy",
         "kl_candidate",
     ):
         rec.why(name, base)
@@ -1008,7 +1023,7 @@ def _explain_round(rec: RoundRecord) -> None:
             continue
         if name in ("canary_start", "canary_end"):
             rec.why(name, "no canary at that moment")
-        elif name.startswith("training.summary.") or name in ("rm_accuracy", "kl_candidate"):
+        elif name.startswith(("training.summary.", "rm_")) or name == "kl_candidate":
             rec.why(name, not_reported)
         elif name == "training.reason":
             rec.why(name, f"the run {t.status if t else '-'} with no reason given")

@@ -1,4 +1,5 @@
-"""`loopchat bench serve | swap | train | reward`: benchmarks of the serving and training paths."""
+"""`loopchat bench serve | swap | train | reward | loop`: benchmarks of the serving and
+training paths, and of the closed loop over several golds."""
 
 from __future__ import annotations
 
@@ -24,6 +25,88 @@ def add_parser(subparsers: Subparsers) -> None:
     _add_swap(bench)
     _add_train(bench)
     _add_reward(bench)
+    _add_loop(bench)
+
+
+def _add_loop(bench: Subparsers) -> None:
+    sp = bench.add_parser(
+        "loop",
+        help="the closed loop over several golds with the product's trainer defaults: "
+        "one table and plots",
+        description="For each gold in turn: a fresh data directory under --out, `loopchat "
+        "run` on it with harness/simulation/loop.toml (threads, no schedule of its own: "
+        "nothing that makes the loop learn), the closed loop of `loopchat simulate --rounds`, "
+        "then the server stopped. Writes OUT/sweep.md, sweep.json and sweep.png, and each "
+        "gold's own report under OUT/<gold>/.",
+    )
+    sp.add_argument(
+        "--golds",
+        default="concise,warm,plain_words,asks_back",
+        help="comma-separated golds (shipped names or module:function)",
+    )
+    sp.add_argument("--rounds", type=int, default=5)
+    sp.add_argument("--votes", type=int, default=300, help="votes per round")
+    sp.add_argument("--out", type=Path, help="default data/sweep/<timestamp>")
+    sp.add_argument("--port", type=int, default=8100, help="where each gold's server listens")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument(
+        "--summary-only", action="store_true", help="only rewrite the table and plots in --out"
+    )
+    # The simulated users and the evaluation, as in the closed-loop benchmark
+    # (docs/simulation.md): the same for every gold.
+    sp.add_argument("--comparison-share", type=float, default=0.7)
+    sp.add_argument("--max-tokens", type=int, default=96)
+    sp.add_argument("--eval-samples", type=int, default=66)
+    sp.add_argument("--concurrency", type=int, default=32)
+    sp.add_argument("--temperature", type=float, default=0.0, help="Bradley-Terry temperature")
+    sp.add_argument("--promote", default="close", choices=["rule", "close", "always", "never"])
+    sp.set_defaults(func=cmd_bench_loop)
+
+
+def cmd_bench_loop(args: argparse.Namespace) -> int:
+    import time
+
+    from harness.simulation.gold import GoldSpecError, load_gold
+    from harness.simulation.sweep import SweepConfig, run_sweep, write_summary
+
+    golds = tuple(g.strip() for g in args.golds.split(",") if g.strip())
+    try:
+        for g in golds:
+            load_gold(g)
+    except GoldSpecError as e:
+        print(f"loopchat bench loop: {e}", file=sys.stderr)
+        return 2
+    if not golds or args.rounds < 1 or args.votes < 1:
+        print("loopchat bench loop: give golds, --rounds >= 1 and --votes >= 1", file=sys.stderr)
+        return 2
+    out = args.out or Path("data") / "sweep" / time.strftime("%Y%m%d-%H%M%S")
+    cfg = SweepConfig(
+        golds=golds,
+        rounds=args.rounds,
+        votes=args.votes,
+        out=out,
+        port=args.port,
+        seed=args.seed,
+        loop_options={
+            "comparison_share": args.comparison_share,
+            "max_tokens": args.max_tokens,
+            "eval_samples": args.eval_samples,
+            "concurrency": args.concurrency,
+            "temperature": args.temperature,
+            "promote": args.promote,
+        },
+    )
+    if args.summary_only:
+        rows = write_summary(cfg, golds)
+    else:
+        t0 = time.monotonic()
+
+        def say(line: str) -> None:
+            print(f"[{time.monotonic() - t0:7.0f} s] {line}", file=sys.stderr, flush=True)
+
+        rows = run_sweep(cfg, say)
+    print((out / "sweep.md").read_text(encoding="utf-8"))
+    return 0 if rows else 1
 
 
 def _add_serve(bench: Subparsers) -> None:
@@ -64,7 +147,29 @@ def _add_reward(bench: Subparsers) -> None:
         type=int,
         help="synthetic votes in a throwaway database (default: the data directory's votes)",
     )
+    sp.add_argument(
+        "--replies",
+        type=Path,
+        metavar="FILE",
+        help="votes on v0's own replies kept in FILE (JSON lines; sampled into it on first "
+        "use: --per-prompt replies to each simulation prompt), in a throwaway database",
+    )
+    sp.add_argument("--per-prompt", type=int, default=3, help="replies per prompt (--replies)")
     sp.add_argument("--until", help="only votes before this ISO time (UTC unless it says)")
+    sp.add_argument(
+        "--gold",
+        action="append",
+        metavar="GOLD",
+        help="re-vote the same replies as simulated users with this taste (repeat; a shipped "
+        "name or module:function); default: the votes as stored",
+    )
+    sp.add_argument(
+        "--sizes",
+        help="training pairs per learning-curve point, comma-separated (e.g. 50,100,200,400,"
+        "all); default: all",
+    )
+    sp.add_argument("--seed", type=int, default=0, help="seed of re-voting and subsets")
+    sp.add_argument("--out", type=Path, help="also write rows.json and curves.png here")
     sp.add_argument(
         "--variant",
         action="append",
@@ -114,17 +219,28 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_reward(args: argparse.Namespace) -> int:
-    from harness.bench.reward import parse_variant, run_bench_reward, variant_configs
+    from harness.bench.reward import (
+        CurvePlan,
+        VoteSource,
+        parse_sizes,
+        parse_variant,
+        run_bench_reward,
+        variant_configs,
+    )
     from trainer.config import ConfigError
 
     try:
         variants = [parse_variant(text) for text in args.variant or ["config"]]
         configs = variant_configs(args.config, args.set or [], variants)
+        plan = CurvePlan(tuple(args.gold or ()), parse_sizes(args.sizes), args.seed)
     except ConfigError as e:
         print(f"loopchat bench reward: {e}", file=sys.stderr)
         return 2
     if args.events is not None and args.events < 1:
         print("loopchat bench reward: --events must be at least 1", file=sys.stderr)
+        return 2
+    if args.per_prompt < 2:
+        print("loopchat bench reward: --per-prompt must be at least 2", file=sys.stderr)
         return 2
     until = None
     if args.until:
@@ -137,9 +253,15 @@ def cmd_bench_reward(args: argparse.Namespace) -> int:
         settings.resolved_model_dir,
         configs,
         variants,
-        database_url=None if args.events else settings.resolved_database_url,
-        events=args.events or 0,
+        source=VoteSource(
+            database_url=(None if args.events or args.replies else settings.resolved_database_url),
+            replies=args.replies,
+            per_prompt=args.per_prompt,
+            events=args.events or 0,
+        ),
         until=until,
+        plan=plan,
+        out_dir=args.out,
     )
 
 

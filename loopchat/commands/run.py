@@ -92,4 +92,3 @@ def stop_trainer(trainer: subprocess.Popen[bytes]) -> None:
         trainer.wait(timeout=30)
     except subprocess.TimeoutExpired:
         trainer.kill()
-

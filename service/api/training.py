@@ -29,8 +29,13 @@ def summary_of(metrics: RunMetrics) -> RunSummary:
     evaluation = metrics.evaluation or EvaluationFigures()
     return RunSummary(
         rm_accuracy=reward.accuracy,
+        rm_length_controlled_accuracy=reward.length_controlled_accuracy,
+        rm_length_baseline_accuracy=reward.length_baseline_accuracy,
+        votes_longer_won=reward.votes_longer_won,
+        votes_reward_length=reward.votes_reward_length,
         check_rm_accuracy=check.accuracy,
         win_rate=evaluation.win_rate,
+        length_controlled_win_rate=evaluation.length_controlled_win_rate,
         check_win_rate=evaluation.check_win_rate,
         kl_candidate=evaluation.kl_candidate,
         kl_serving=evaluation.kl_serving,

@@ -16,11 +16,35 @@ class RunSummary(BaseModel):
     rm_accuracy: float | None = Field(
         description="The reward model's accuracy on held-out preference pairs."
     )
+    rm_length_controlled_accuracy: float | None = Field(
+        default=None,
+        description="The same with length taken out: the accuracy on pairs whose voters "
+        "chose the longer reply and on those that chose the shorter one, averaged (0.5 for "
+        "a model that only knows length).",
+    )
+    rm_length_baseline_accuracy: float | None = Field(
+        default=None,
+        description="What 'the shorter reply wins' scores on the same held-out pairs.",
+    )
+    votes_longer_won: float | None = Field(
+        default=None,
+        description="The share of the round's training pairs whose longer reply won.",
+    )
+    votes_reward_length: bool | None = Field(
+        default=None,
+        description="Whether that share is beyond chance (95%): the votes reward length. "
+        "When they do not, the gate also requires the RM win rate at equal length.",
+    )
     check_rm_accuracy: float | None = Field(
         description="The check reward model's held-out accuracy (trained on the other half)."
     )
     win_rate: float | None = Field(
         description="The candidate's win rate over the serving version, judged by the RM."
+    )
+    length_controlled_win_rate: float | None = Field(
+        default=None,
+        description="The RM win rate at equal reply length (a logistic fit of wins on the "
+        "length difference, read at 0; AlpacaEval's length-controlled win rate).",
     )
     check_win_rate: float | None = Field(description="The same, judged by the check RM.")
     kl_candidate: float | None = Field(

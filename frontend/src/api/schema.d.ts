@@ -1313,6 +1313,11 @@ export interface components {
              */
             kl_serving: number | null;
             /**
+             * Length Controlled Win Rate
+             * @description The RM win rate at equal reply length (a logistic fit of wins on the length difference, read at 0; AlpacaEval's length-controlled win rate).
+             */
+            length_controlled_win_rate?: number | null;
+            /**
              * Length Ratio
              * @description Mean reply length, candidate / serving (tokens).
              */
@@ -1322,6 +1327,26 @@ export interface components {
              * @description The reward model's accuracy on held-out preference pairs.
              */
             rm_accuracy: number | null;
+            /**
+             * Rm Length Baseline Accuracy
+             * @description What 'the shorter reply wins' scores on the same held-out pairs.
+             */
+            rm_length_baseline_accuracy?: number | null;
+            /**
+             * Rm Length Controlled Accuracy
+             * @description The same with length taken out: the accuracy on pairs whose voters chose the longer reply and on those that chose the shorter one, averaged (0.5 for a model that only knows length).
+             */
+            rm_length_controlled_accuracy?: number | null;
+            /**
+             * Votes Longer Won
+             * @description The share of the round's training pairs whose longer reply won.
+             */
+            votes_longer_won?: number | null;
+            /**
+             * Votes Reward Length
+             * @description Whether that share is beyond chance (95%): the votes reward length. When they do not, the gate also requires the RM win rate at equal length.
+             */
+            votes_reward_length?: boolean | null;
             /**
              * Win Rate
              * @description The candidate's win rate over the serving version, judged by the RM.

@@ -139,17 +139,24 @@ interface SeriesChartProps {
 /** Several series over the same labels: stacked bars or lines. */
 export function SeriesChart({ testId, title, data, kind, stacked = false, percent = false }: SeriesChartProps) {
   const fmt = (v: number | null | undefined) => (v === null || v === undefined ? '–' : percent ? `${(v * 100).toFixed(1)}%` : num(v));
+  // A dashed series is a variant of the one before it: same colour.
+  let colour = -1;
   const chartData: MixedData = {
     labels: data.labels,
-    datasets: data.series.map((s, i) => ({
-      type: kind,
-      label: s.label,
-      data: s.data,
-      backgroundColor: COLORS[i % COLORS.length],
-      borderColor: COLORS[i % COLORS.length],
-      spanGaps: true,
-      pointRadius: 4,
-    })),
+    datasets: data.series.map((s) => {
+      if (!s.dashed || colour < 0) colour += 1;
+      const c = COLORS[colour % COLORS.length];
+      return {
+        type: kind,
+        label: s.label,
+        data: s.data,
+        backgroundColor: c,
+        borderColor: c,
+        borderDash: s.dashed ? [6, 4] : undefined,
+        spanGaps: true,
+        pointRadius: 4,
+      };
+    }),
   };
   const options: ChartOptions<'bar' | 'line'> = {
     animation: false,

@@ -132,7 +132,7 @@ function Board({ admin, onRefused, onSignOut }: { admin: AdminApi; onRefused: ()
           <IntervalChart testId="chart-thumbs" title="Thumbs-up rate per version (95% Wilson interval)" valueLabel="Thumbs-up rate" data={thumbsSeries(ratingRows)} percent yRange={[0, 1]} />
           <IntervalChart testId="chart-elo" title={`Bradley-Terry Elo per version (${Math.round((ratings.data?.level ?? 0.95) * 100)}% bootstrap interval)`} valueLabel="Elo" data={eloSeries(ratingRows)} />
           <SeriesChart testId="chart-votes" title={`Votes per day (last ${days} days, UTC)`} data={votesSeries(stats.data?.votes_per_day ?? [])} kind="bar" stacked />
-          <SeriesChart testId="chart-training" title="Reward model accuracy and candidate win rate per round" data={training.rates} kind="line" percent />
+          <SeriesChart testId="chart-training" title="Reward model accuracy and candidate win rate per round (dashed: length-controlled)" data={training.rates} kind="line" percent />
           <SeriesChart testId="chart-kl" title="KL to the reference (v0) per round, nats" data={training.kl} kind="line" />
         </div>
       </section>

@@ -1,14 +1,17 @@
-/** Training runs: live progress, start a round, and one run's metrics and logs. */
+/** Training runs: live progress and headline figures, start a round, and one run's metrics and logs. */
 import { useCallback, useLayoutEffect, useRef, useState } from 'react';
 import type { AdminApi } from '../api/admin';
 import { asErrorInfo } from '../api/errors';
 import type { RunOut } from '../api/types';
 import { ErrorNote } from '../ui/ErrorNote';
 import { duration, when } from './format';
-import { isActive, progressOf, runFigures } from './runs';
+import { SUMMARY_COLUMNS, isActive, progressOf, runFigures, summaryCells } from './runs';
 import { usePoll } from './usePoll';
 
 export const POLL_ACTIVE_MS = 3000;
+
+/** Run, status, trigger, created, progress, version, the figures, note. */
+const COLUMNS = 7 + SUMMARY_COLUMNS.length;
 
 function ProgressCell({ run }: { run: RunOut }) {
   const p = progressOf(run);
@@ -140,6 +143,11 @@ export function RunsPanel({ admin, runs: rows, error, reload }: RunsPanelProps) 
               <th scope="col">Created</th>
               <th scope="col">Progress</th>
               <th scope="col">Version</th>
+              {SUMMARY_COLUMNS.map((c) => (
+                <th scope="col" key={c.key} title={c.title}>
+                  {c.label}
+                </th>
+              ))}
               <th scope="col">Note</th>
             </tr>
           </thead>
@@ -166,12 +174,17 @@ export function RunsPanel({ admin, runs: rows, error, reload }: RunsPanelProps) 
                   <ProgressCell run={r} />
                 </td>
                 <td>{r.policy_version ?? '–'}</td>
+                {summaryCells(r).map((c) => (
+                  <td key={c.key} className="num" data-testid={`run-${c.key}-${r.id}`}>
+                    {c.value}
+                  </td>
+                ))}
                 <td className="small">{r.reason ?? ''}</td>
               </tr>
             ))}
             {rows.length === 0 && (
               <tr>
-                <td colSpan={7} className="muted">
+                <td colSpan={COLUMNS} className="muted">
                   No rounds yet.
                 </td>
               </tr>

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import type { RunOut, RunSummary, VersionRating } from '../api/types';
+import type { VersionRating } from '../api/types';
+import { runOut } from '../test/runs';
 import { eloSeries, runPoint, thumbsSeries, trainingSeries, votesSeries } from './chartData';
 
 const r = (version: string, extra: Partial<VersionRating>): VersionRating => ({
@@ -15,34 +16,7 @@ const r = (version: string, extra: Partial<VersionRating>): VersionRating => ({
   ...extra,
 });
 
-const NO_FIGURES: RunSummary = {
-  rm_accuracy: null,
-  check_rm_accuracy: null,
-  win_rate: null,
-  check_win_rate: null,
-  kl_candidate: null,
-  kl_serving: null,
-  length_ratio: null,
-};
-
-function run(id: number, summary: Partial<RunSummary>, status = 'succeeded'): RunOut {
-  return {
-    id,
-    status,
-    trigger: 'operator',
-    reason: null,
-    created_at: '',
-    started_at: null,
-    finished_at: null,
-    data_window_start: null,
-    data_window_end: null,
-    counts: {},
-    progress: {},
-    policy_version: null,
-    reward_model_id: null,
-    summary: { ...NO_FIGURES, ...summary },
-  };
-}
+const run = runOut;
 
 describe('chart data', () => {
   const ratings = [
@@ -89,12 +63,45 @@ describe('chart data', () => {
       run(3, { rm_accuracy: 0.8, win_rate: 0.6, kl_candidate: 1.5, kl_serving: 0.4, check_win_rate: 0.55 }),
       run(1, { rm_accuracy: 0.55 }, 'stopped'), // stopped after the reward model
     ];
-    expect(runPoint(runs[1]!)).toEqual({ id: 3, rmAccuracy: 0.8, winRate: 0.6, checkWinRate: 0.55, klCandidate: 1.5, klServing: 0.4 });
+    expect(runPoint(runs[1]!)).toEqual({
+      id: 3,
+      rmAccuracy: 0.8,
+      rmLengthControlledAccuracy: null,
+      winRate: 0.6,
+      lengthControlledWinRate: null,
+      checkWinRate: 0.55,
+      klCandidate: 1.5,
+      klServing: 0.4,
+    });
     const { rates, kl } = trainingSeries(runs);
     expect(rates.labels).toEqual(['#1', '#3']);
     expect(rates.series[0]).toEqual({ label: 'RM held-out accuracy', data: [0.55, 0.8] });
-    expect(rates.series[1]!.data).toEqual([null, 0.6]);
+    expect(rates.series.find((s) => s.label === 'Candidate win rate (RM)')!.data).toEqual([null, 0.6]);
     expect(kl.series[0]!.data).toEqual([null, 1.5]);
+  });
+
+  it('charts the length-controlled figures, dashed, right after their raw ones', () => {
+    const runs = [
+      run(3, { rm_accuracy: 0.8, rm_length_controlled_accuracy: 0.62, win_rate: 0.7, length_controlled_win_rate: 0.54, check_win_rate: 0.6 }),
+      run(2, { rm_accuracy: 0.75, rm_length_controlled_accuracy: null, win_rate: 0.65, length_controlled_win_rate: null }),
+    ];
+    // A summary from before the server sent the length-controlled figures: no such keys.
+    const old = run(1, { rm_accuracy: 0.7 });
+    delete old.summary.rm_length_controlled_accuracy;
+    delete old.summary.length_controlled_win_rate;
+    runs.push(old);
+    const { rates } = trainingSeries(runs);
+    expect(rates.labels).toEqual(['#1', '#2', '#3']);
+    expect(rates.series.map((s) => [s.label, s.dashed ?? false])).toEqual([
+      ['RM held-out accuracy', false],
+      ['RM accuracy, length-controlled', true],
+      ['Candidate win rate (RM)', false],
+      ['Candidate win rate at equal length (RM)', true],
+      ['Candidate win rate (check RM)', false],
+    ]);
+    expect(rates.series[1]!.data).toEqual([null, null, 0.62]);
+    expect(rates.series[3]!.data).toEqual([null, null, 0.54]);
+    expect(rates.series[0]!.data).toEqual([0.7, 0.75, 0.8]);
   });
 
   it('charts the newest 30 finished rounds', () => {

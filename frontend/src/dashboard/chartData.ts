@@ -17,6 +17,8 @@ export interface IntervalSeries {
 export interface LineSeries {
   label: string;
   data: (number | null)[];
+  /** A variant of the series before it (drawn dashed, in its colour). */
+  dashed?: boolean;
 }
 
 export interface Series {
@@ -64,7 +66,9 @@ export function votesSeries(days: DayVotes[]): Series {
 export interface RunPoint {
   id: number;
   rmAccuracy: number | null;
+  rmLengthControlledAccuracy: number | null;
   winRate: number | null;
+  lengthControlledWinRate: number | null;
   checkWinRate: number | null;
   klCandidate: number | null;
   klServing: number | null;
@@ -79,7 +83,9 @@ export function runPoint(run: RunOut): RunPoint {
   return {
     id: run.id,
     rmAccuracy: s.rm_accuracy,
+    rmLengthControlledAccuracy: s.rm_length_controlled_accuracy ?? null,
     winRate: s.win_rate,
+    lengthControlledWinRate: s.length_controlled_win_rate ?? null,
     checkWinRate: s.check_win_rate,
     klCandidate: s.kl_candidate,
     klServing: s.kl_serving,
@@ -87,8 +93,9 @@ export function runPoint(run: RunOut): RunPoint {
 }
 
 /**
- * Rates over rounds (0..1) and KL to the reference over rounds, oldest round first: the
- * newest `MAX_CHART_RUNS` finished rounds (queued and running ones have no figures yet).
+ * Rates over rounds (0..1), each raw one followed by its length-controlled one (dashed),
+ * and KL to the reference over rounds, oldest round first: the newest `MAX_CHART_RUNS`
+ * finished rounds (queued and running ones have no figures yet).
  */
 export function trainingSeries(runs: RunOut[]): { rates: Series; kl: Series } {
   const newest = runs
@@ -102,7 +109,9 @@ export function trainingSeries(runs: RunOut[]): { rates: Series; kl: Series } {
       labels,
       series: [
         { label: 'RM held-out accuracy', data: points.map((p) => p.rmAccuracy) },
+        { label: 'RM accuracy, length-controlled', data: points.map((p) => p.rmLengthControlledAccuracy), dashed: true },
         { label: 'Candidate win rate (RM)', data: points.map((p) => p.winRate) },
+        { label: 'Candidate win rate at equal length (RM)', data: points.map((p) => p.lengthControlledWinRate), dashed: true },
         { label: 'Candidate win rate (check RM)', data: points.map((p) => p.checkWinRate) },
       ],
     },

@@ -8,6 +8,11 @@ export function num(x: number | null | undefined, digits = 3): string {
   return x === null || x === undefined || !Number.isFinite(x) ? '–' : Number(x.toFixed(digits)).toString();
 }
 
+/** A flag as text: "yes", "no", or the placeholder where it is missing. */
+export function yesNo(x: boolean | null | undefined): string {
+  return x === true ? 'yes' : x === false ? 'no' : '–';
+}
+
 /** Parses an ISO time; one without a zone is UTC (the server sends some without). */
 export function parseTime(iso: string): Date {
   return new Date(/T[\d:.]+$/.test(iso) ? `${iso}Z` : iso);
@@ -39,6 +44,13 @@ export function metric(obj: unknown, key: string): number | null {
   if (!obj || typeof obj !== 'object') return null;
   const v = (obj as Record<string, unknown>)[key];
   return typeof v === 'number' && Number.isFinite(v) ? v : null;
+}
+
+/** A boolean at obj[key], else null. */
+export function flag(obj: unknown, key: string): boolean | null {
+  if (!obj || typeof obj !== 'object') return null;
+  const v = (obj as Record<string, unknown>)[key];
+  return typeof v === 'boolean' ? v : null;
 }
 
 export function sub(obj: unknown, key: string): Record<string, unknown> | null {

@@ -1,0 +1,102 @@
+"""The reward head on the tiny random model: it learns a preference that is not length,
+puts a length preference in its length term, caches features, saves and loads, and
+refits to the same model."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from trainer.config import RewardConfig
+from trainer.head import LAMBDAS, HeadRewardModel
+from trainer.records import Pair, Unpaired
+from trainer.reward import RewardNet, create_reward_model, pair_metrics
+
+from tests.test_trainer_reward import T0, WORDS, _prompt, _reply, marker_pairs
+
+CFG = RewardConfig(kind="head", max_length=128)
+
+
+def _length_pairs(n: int, seed: int) -> list[Pair]:
+    """Pairs where the chosen reply is the longer one, and nothing else sets them apart."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        short = " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 6)))
+        long_ = " ".join(rng.choice(WORDS) for _ in range(rng.randint(14, 20)))
+        out.append(Pair(_prompt(rng), long_, short, 1.0, "comparison", T0))
+    return out
+
+
+@pytest.fixture(scope="module")
+def fitted(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> HeadRewardModel:
+    cache = tmp_path_factory.mktemp("features") / "features.npz"
+    rm = HeadRewardModel.fresh(tiny_model_dir, CFG, cache)
+    rm.fit(marker_pairs(96, seed=1), [], CFG)
+    return rm
+
+
+def test_the_head_learns_a_preference_that_is_not_length(fitted: HeadRewardModel) -> None:
+    m = pair_metrics(fitted, marker_pairs(64, seed=2), None)
+    assert m["accuracy"] >= 0.8
+    assert m["length_controlled_accuracy"] >= 0.8
+    assert fitted.last_fit is not None and fitted.last_fit.lam in LAMBDAS
+    assert set(fitted.last_fit.cv) == set(LAMBDAS)
+
+
+def test_a_length_preference_goes_to_the_length_term(tiny_model_dir: Path) -> None:
+    rm = HeadRewardModel.fresh(tiny_model_dir, CFG)
+    fit = rm.fit(_length_pairs(80, seed=3), [], CFG)
+    assert fit["length_coef"] > 0.5
+    m = pair_metrics(rm, _length_pairs(40, seed=4), None)
+    assert m["accuracy"] >= 0.9
+
+
+def test_features_are_computed_once_and_kept_on_disk(tiny_model_dir: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "features.npz"
+    pairs = marker_pairs(24, seed=5)
+    rm = HeadRewardModel.fresh(tiny_model_dir, CFG, cache)
+    first = rm.fit(pairs, [], CFG)
+    assert first["features_computed"] == 48
+    again = rm.fit(pairs, [], CFG)
+    assert again["features_computed"] == 0
+    reloaded = HeadRewardModel.fresh(tiny_model_dir, CFG, cache)
+    assert reloaded.fit(pairs, [], CFG)["features_computed"] == 0
+    assert np.allclose(reloaded.head.w, rm.head.w)  # type: ignore[union-attr]
+
+
+def test_save_load_scores_the_same(fitted: HeadRewardModel, tmp_path: Path) -> None:
+    fitted.save(tmp_path / "rm")
+    loaded = HeadRewardModel.load(tmp_path / "rm")
+    pairs = marker_pairs(8, seed=6)
+    prompts = [p.prompt for p in pairs]
+    replies = [p.chosen for p in pairs]
+    assert loaded.score(prompts, replies) == pytest.approx(fitted.score(prompts, replies))
+
+
+def test_thumbs_alone_fit_and_an_unfitted_head_refuses_to_score(tiny_model_dir: Path) -> None:
+    rng = random.Random(7)
+    thumbs = [
+        Unpaired(_prompt(rng), _reply(rng, up), up, "thumbs", T0) for up in [True, False] * 20
+    ]
+    rm = HeadRewardModel.fresh(tiny_model_dir, CFG)
+    with pytest.raises(ValueError, match="not fitted"):
+        rm.score([thumbs[0].prompt], ["x"])
+    fit = rm.fit([], thumbs, CFG)
+    assert fit["pairs"] == 0 and fit["unpaired"] == 40
+    ups = rm.score([t.prompt for t in thumbs if t.label], [t.completion for t in thumbs if t.label])
+    downs = rm.score(
+        [t.prompt for t in thumbs if not t.label], [t.completion for t in thumbs if not t.label]
+    )
+    assert np.mean(ups) > np.mean(downs)
+
+
+def test_the_kind_setting_picks_the_model(tiny_model_dir: Path) -> None:
+    head, note = create_reward_model(tiny_model_dir, CFG, None)
+    assert isinstance(head, HeadRewardModel) and "head" in note
+    lora_cfg = RewardConfig(kind="lora", lora_r=4, lora_alpha=8, max_length=64)
+    lora, note = create_reward_model(tiny_model_dir, lora_cfg, None)
+    assert isinstance(lora, RewardNet) and note.startswith("fresh")
