@@ -29,6 +29,7 @@ import numpy as np
 from store.intervals import Interval, wilson_interval
 
 _NEWTON_STEPS = 50
+LENGTH_MARGIN = 0.05  # a share of "longer won" within 0.45-0.55 is no length preference
 _RIDGE = 1e-3  # keeps the fit finite when wins separate perfectly by length
 
 
@@ -113,8 +114,13 @@ class LengthPreference:
 
     @property
     def rewards_length(self) -> bool:
-        """The votes favour one length (longer or shorter) beyond chance at 95%."""
-        return self.n > 0 and (self.interval.low > 0.5 or self.interval.high < 0.5)
+        """The votes favour one length, longer or shorter, by more than `LENGTH_MARGIN`
+        from a coin flip at 95%. The margin keeps a slight lean, which many votes make
+        significant, from counting: a preference for short words leans to shorter
+        replies a little (longer won 0.45 of pairs, say) without asking for length."""
+        if self.n == 0:
+            return False
+        return self.interval.low > 0.5 + LENGTH_MARGIN or self.interval.high < 0.5 - LENGTH_MARGIN
 
 
 def length_preference(

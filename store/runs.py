@@ -85,7 +85,7 @@ class PairFigures(Section):
     # accuracy on pairs the voters chose the longer reply in and on those they chose the
     # shorter one, averaged (`store.lengthcontrol`): 0.5 for a length-only model
     length_controlled_accuracy: Figure = None
-    # the share of training pairs the longer reply won, and whether it is beyond chance
+    # the share of training pairs the longer reply won, and whether it is far from 0.5
     votes_longer_won: Figure = None
     votes_reward_length: Annotated[bool | None, Tolerant] = None
 

@@ -99,5 +99,7 @@ def test_length_preference_says_whether_votes_reward_length() -> None:
     assert none.n == 100 and none.longer_won == 0.5 and not none.rewards_length
     shorter = length_preference([1] * 80 + [3] * 20, [3] * 80 + [1] * 20)
     assert shorter.longer_won == pytest.approx(0.2) and shorter.rewards_length
+    lean = length_preference([3] * 900 + [1] * 1100, [1] * 900 + [3] * 1100)  # 0.45
+    assert lean.interval.high < 0.5 and not lean.rewards_length
     equal = length_preference([2, 2], [2, 2])
     assert equal.n == 0 and not equal.rewards_length

@@ -501,3 +501,15 @@ def test_asks_back_looks_at_the_end_only() -> None:
     assert last_sentence("One. Two! Three?") == "Three"
     longer = "Paris is the capital. " * 5 + "Anything else?"
     assert asks_back("q", longer) == asks_back("q", "Anything else?")
+
+
+def test_simple_sentences_scores_commas_per_word_not_reply_length() -> None:
+    from harness.simulation.gold import simple_sentences
+
+    plain = "The sun is a star. It gives us light and heat every day of the year."
+    busy = "The sun, a star, gives us light, heat, and, in a sense, life itself, daily."
+    assert simple_sentences("q", plain) > 0.9 > 0.1 > simple_sentences("q", busy)
+    assert simple_sentences("q", " ".join([busy] * 4)) == pytest.approx(
+        simple_sentences("q", busy), abs=0.02
+    )
+    assert simple_sentences("q", "") == 0.0

@@ -10,12 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.test_trainer_reward import T0, WORDS, _prompt, _reply, marker_pairs
 from trainer.config import RewardConfig
 from trainer.head import LAMBDAS, HeadRewardModel
 from trainer.records import Pair, Unpaired
 from trainer.reward import RewardNet, create_reward_model, pair_metrics
-
-from tests.test_trainer_reward import T0, WORDS, _prompt, _reply, marker_pairs
 
 CFG = RewardConfig(kind="head", max_length=128)
 
@@ -66,6 +65,13 @@ def test_features_are_computed_once_and_kept_on_disk(tiny_model_dir: Path, tmp_p
     reloaded = HeadRewardModel.fresh(tiny_model_dir, CFG, cache)
     assert reloaded.fit(pairs, [], CFG)["features_computed"] == 0
     assert np.allclose(reloaded.head.w, rm.head.w)  # type: ignore[union-attr]
+    # replies scored (held-out ones, say) are kept too when asked
+    fresh = marker_pairs(4, seed=9)
+    reloaded.score([p.prompt for p in fresh], [p.chosen for p in fresh])
+    reloaded.keep_features()
+    third = HeadRewardModel.fresh(tiny_model_dir, CFG, cache)
+    third.fit(fresh, [], CFG)
+    assert third.features.computed == 4  # the rejected replies only
 
 
 def test_save_load_scores_the_same(fitted: HeadRewardModel, tmp_path: Path) -> None:
@@ -75,6 +81,24 @@ def test_save_load_scores_the_same(fitted: HeadRewardModel, tmp_path: Path) -> N
     prompts = [p.prompt for p in pairs]
     replies = [p.chosen for p in pairs]
     assert loaded.score(prompts, replies) == pytest.approx(fitted.score(prompts, replies))
+
+
+def test_scores_stay_within_what_the_training_replies_scored(
+    fitted: HeadRewardModel, tmp_path: Path
+) -> None:
+    head = fitted.head
+    assert head is not None and head.low < head.high
+    odd = ["zzzz qqqq " * 40, "\u00e9\u00e9\u00e9 ###### @@@@ " * 12, "a"]
+    prompts = [marker_pairs(1, seed=8)[0].prompt] * len(odd)
+    rows = fitted.features.features(prompts, odd)
+    raw = head.raw_score(rows)
+    scores = fitted.score(prompts, odd)
+    assert (raw < head.low).any() or (raw > head.high).any(), (raw, head.low, head.high)
+    assert all(head.low <= s <= head.high for s in scores)
+    assert scores == pytest.approx(np.clip(raw, head.low, head.high).tolist())
+    fitted.save(tmp_path / "rm")
+    loaded = HeadRewardModel.load(tmp_path / "rm").head
+    assert loaded is not None and (loaded.low, loaded.high) == (head.low, head.high)
 
 
 def test_thumbs_alone_fit_and_an_unfitted_head_refuses_to_score(tiny_model_dir: Path) -> None:

@@ -101,6 +101,12 @@ def fast_cfg(algorithm: str, **kw: Any) -> PolicyConfig:
         kl_coef=0.01,
         micro_batch_size=8,
         dpo_min_margin=0.1,
+        # what these tests measure is plain DPO, one pass a batch and no per-round trust
+        # region (the product's defaults are RPO, 2 passes and kl_step 1.0; the tests of
+        # those set them)
+        epochs=1,
+        kl_step=0.0,
+        dpo_nll_weight=0.0,
     )
     base.update(kw)
     return PolicyConfig(**base)

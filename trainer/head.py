@@ -21,7 +21,9 @@ loss on single thumbs (which also fits an offset), plus an L2 penalty `lambda / 
 Lambda is not a fixed count of steps or a learning rate to tune: it is chosen each round
 by cross-validation on the training pairs, folds by prompt, as the value with the lowest
 held-out log loss (`HeadFit.cv`). Fits are full-batch L-BFGS in float64, so the same
-data give the same model.
+data give the same model. Scores are clipped to the range the training replies scored
+(`Head.low`, `Head.high`): a linear head extrapolates without bound off the votes' replies,
+and the policy must not be steered by that.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import hashlib
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -185,14 +187,24 @@ class Head:
     w: np.ndarray
     length_coef: float
     bias: float
+    # the range of the training replies' rewards: scores are clipped to it, because a
+    # linear head extrapolates without bound on replies unlike any it was fitted on (a
+    # garbled reply scored -39 where the votes' replies spanned about +-6), and a policy
+    # would chase or flee that extrapolation instead of what the votes said
+    low: float = -np.inf
+    high: float = np.inf
 
     def design(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(phi_perp, loglen): standardized, length taken out; the standardized log length."""
         return _design(rows, self.mean, self.scale, self.length_mean, self.length_scale, self.beta)
 
-    def score(self, rows: np.ndarray) -> np.ndarray:
+    def raw_score(self, rows: np.ndarray) -> np.ndarray:
         phi, ell = self.design(rows)
         out: np.ndarray = phi @ self.w + self.length_coef * ell + self.bias
+        return out
+
+    def score(self, rows: np.ndarray) -> np.ndarray:
+        out: np.ndarray = np.clip(self.raw_score(rows), self.low, self.high)
         return out
 
     def save(self, path: Path) -> None:
@@ -203,13 +215,15 @@ class Head:
             length=np.array([self.length_mean, self.length_scale, self.length_coef, self.bias]),
             beta=self.beta,
             w=self.w,
+            range=np.array([self.low, self.high]),
         )
 
     @classmethod
     def load(cls, path: Path) -> Head:
         with np.load(path) as z:
             lm, ls, lc, b = (float(v) for v in z["length"])
-            return cls(z["mean"], z["scale"], lm, ls, z["beta"], z["w"], lc, b)
+            low, high = (float(v) for v in z["range"]) if "range" in z else (-np.inf, np.inf)
+            return cls(z["mean"], z["scale"], lm, ls, z["beta"], z["w"], lc, b, low, high)
 
 
 def _design(
@@ -393,7 +407,9 @@ class HeadRewardModel:
         chosen_fit = _cv(pairs, chosen, rejected, weights, std, progress)
         prob = _problem(std, chosen, rejected, weights, single, signs, cfg.unpaired_weight)
         w, c, b = _solve(prob, chosen_fit.lam)
-        self.head = Head(*std, w=w, length_coef=c, bias=b)
+        head = Head(*std, w=w, length_coef=c, bias=b)
+        seen = head.raw_score(all_rows)
+        self.head = replace(head, low=float(seen.min()), high=float(seen.max()))
         self.last_fit = chosen_fit
         progress(len(LAMBDAS) + 1, len(LAMBDAS) + 1, {"lambda": chosen_fit.lam})
         m = prob.diff @ w + c * prob.diff_len if len(pairs) else np.zeros(0)
@@ -410,6 +426,11 @@ class HeadRewardModel:
         if chosen_fit.cv:
             out["cv_accuracy"] = chosen_fit.cv[chosen_fit.lam][1]
         return out
+
+    def keep_features(self) -> None:
+        """Write the feature cache, with what scoring added (held-out replies are scored
+        again every round)."""
+        self.features.save_cache()
 
     def score(
         self, prompts: Sequence[Messages], replies: Sequence[str], batch_size: int = 16

@@ -74,6 +74,10 @@ class RewardModel(Scorer, Protocol):
 
     def save(self, dest: Path) -> None: ...
 
+    def keep_features(self) -> None:
+        """Persist what scoring computed that later rounds can reuse (a no-op for a model
+        without a cache)."""
+
 
 def create_reward_model(
     base_dir: Path,
@@ -303,6 +307,9 @@ class RewardNet:
     ) -> dict[str, float]:
         """`train_reward_model` on this model."""
         return train_reward_model(self, pairs, unpaired, cfg, seed=seed, progress=progress)
+
+    def keep_features(self) -> None:
+        """Nothing to keep: the LoRA RM has no feature cache."""
 
     # -- scoring -----------------------------------------------------------------------
 

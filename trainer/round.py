@@ -264,7 +264,7 @@ def votes_length_preference(data: RoundData) -> LengthPreference:
 
 def _features_cache(ctx: RoundContext) -> Path:
     """Where reply features of the frozen base model are kept between rounds."""
-    return ctx.artifacts / publish.REWARD_MODELS / "features.npz"
+    return ctx.artifacts / "reward_features.npz"
 
 
 def _fit_reward_model(
@@ -290,6 +290,7 @@ def _fit_reward_model(
     rm_pairs, check_pairs = _rm_split(train_pairs, cfg)
     fit = rm.fit(rm_pairs, train_unpaired, cfg.reward, seed=cfg.seed, progress=rec.progress)
     heldout = pair_metrics(rm, data.heldout_pairs, data.since)
+    rm.keep_features()
     return rm, RewardFigures.of(heldout, fit, len(rm_pairs), note), check_pairs
 
 

@@ -20,11 +20,13 @@ threshold 0.5) are set for that scale; pass others for a function on another sca
   0.5 on every other prompt.
 
 - `plain_words`: short words (mean letters per word), whatever the reply's length.
+- `simple_sentences`: few commas per word, whatever the reply's length.
 - `asks_back`: the reply ends with a question to the user, or an offer of more help.
 
-The last two are nearly independent of reply length on v0's replies (docs/simulation.md
+The last three are nearly independent of reply length on v0's replies (docs/simulation.md
 gives the correlations and base rates): a loop that learns them learns something other
-than length.
+than length. `asks_back` is also rare in v0's replies (about 1 in 20), so few votes carry
+its signal.
 
 What SmolLM2-135M can plausibly learn from a few rounds of a few hundred votes: length,
 yes, and strongly: it is the first thing a reward model picks up (every vote carries it)
@@ -238,6 +240,23 @@ def plain_words(prompt: str, reply: str) -> float:
     return 1.0 / (1.0 + math.exp((mean - PLAIN_CENTER) / PLAIN_WIDTH))
 
 
+COMMA_CENTER = 0.056  # commas per word where simple_sentences() is 0.5 (v0's median)
+COMMA_WIDTH = 0.015
+
+
+@with_reasons(up="well_written", down="badly_written", comparison="better_written")
+def simple_sentences(prompt: str, reply: str) -> float:
+    """Simple sentences: few commas per word (fewer clauses, asides and lists run into
+    one sentence). A logistic in commas per word, 0.5 at 0.056 (about 0.82 at 0.034 and
+    0.16 at 0.080); a ratio, so neither longer nor shorter replies score better as such.
+    0 for an empty reply."""
+    words = len(reply.split())
+    if words == 0:
+        return 0.0
+    per_word = reply.count(",") / max(words, 8)
+    return 1.0 / (1.0 + math.exp((per_word - COMMA_CENTER) / COMMA_WIDTH))
+
+
 _SENTENCE_END = re.compile(r"[.!?]+[\s\"')\]*]*")
 _OFFER = re.compile(
     r"\b(let me know|feel free|would you like|do you want|want me to|shall i|happy to help|"
@@ -273,6 +292,7 @@ SHIPPED: dict[str, Gold] = {
     "uses_list": uses_list,
     "answers_number": answers_number,
     "plain_words": plain_words,
+    "simple_sentences": simple_sentences,
     "asks_back": asks_back,
 }
 

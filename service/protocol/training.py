@@ -32,11 +32,12 @@ class RunSummary(BaseModel):
     )
     votes_reward_length: bool | None = Field(
         default=None,
-        description="Whether that share is beyond chance (95%): the votes reward length. "
+        description="Whether that share is more than 0.05 from 0.5 at 95%: the votes reward "
+        "length. "
         "When they do not, the gate also requires the RM win rate at equal length.",
     )
     check_rm_accuracy: float | None = Field(
-        description="The check reward model's held-out accuracy (trained on the other half)."
+        description="The check reward model's held-out accuracy (trained on half the pairs)."
     )
     win_rate: float | None = Field(
         description="The candidate's win rate over the serving version, judged by the RM."

@@ -1294,7 +1294,7 @@ export interface components {
         RunSummary: {
             /**
              * Check Rm Accuracy
-             * @description The check reward model's held-out accuracy (trained on the other half).
+             * @description The check reward model's held-out accuracy (trained on half the pairs).
              */
             check_rm_accuracy: number | null;
             /**
@@ -1344,7 +1344,7 @@ export interface components {
             votes_longer_won?: number | null;
             /**
              * Votes Reward Length
-             * @description Whether that share is beyond chance (95%): the votes reward length. When they do not, the gate also requires the RM win rate at equal length.
+             * @description Whether that share is more than 0.05 from 0.5 at 95%: the votes reward length. When they do not, the gate also requires the RM win rate at equal length.
              */
             votes_reward_length?: boolean | null;
             /**

@@ -119,7 +119,7 @@ export const SUMMARY_COLUMNS: SummaryColumn[] = [
   {
     key: 'votes-length',
     label: 'Votes reward length',
-    title: 'Whether the share of training pairs whose longer reply won is beyond chance (95%)',
+    title: 'Whether the share of training pairs whose longer reply won is more than 0.05 from 0.5 (95%)',
     value: (s) => votesLength(s.votes_reward_length, s.votes_longer_won),
   },
 ];
