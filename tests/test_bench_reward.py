@@ -11,10 +11,16 @@ import pytest
 from loopchat.cli import main
 
 
+def _tables(out: str) -> list[list[list[str]]]:
+    """Each table on stdout (tables are separated by a blank line), rows split in cells."""
+    blocks = [b for b in out.strip().split("\n\n") if b.strip()]
+    return [[line.split(" | ") for line in b.splitlines()] for b in blocks]
+
+
 def _rows(out: str) -> list[list[str]]:
-    lines = [line for line in out.splitlines() if line.strip()]
-    assert lines[0].startswith("votes | variant | train pairs")
-    return [line.split(" | ") for line in lines[2:]]
+    table = _tables(out)[0]
+    assert " | ".join(table[0]).startswith("votes | variant | train pairs")
+    return table[2:]
 
 
 def test_variants_train_on_the_same_votes(
@@ -66,7 +72,8 @@ def test_golds_and_sizes_give_learning_curves_on_the_same_replies(
     args += ["--replies", str(pool), "--gold", "warm", "--gold", "concise"]
     args += ["--sizes", "20,all", "--set", "reward.max_length=64", "--out", str(out)]
     assert main(args) == 0
-    rows = _rows(capsys.readouterr().out)
+    capsys_out = capsys.readouterr().out
+    rows = _rows(capsys_out)
     assert [(r[0], r[2]) for r in rows][:1] == [("warm", "20")]
     assert [r[0] for r in rows] == ["warm", "warm", "concise", "concise"]
     assert int(rows[1][2]) > 20  # all of them
@@ -76,6 +83,14 @@ def test_golds_and_sizes_give_learning_curves_on_the_same_replies(
         assert 0.5 <= float(r[8]) <= 1.0  # the noise ceiling: votes agreeing with the gold
         assert 0.0 <= float(r[7]) <= 1.0  # the RM against the gold's order
     assert (out / "rows.json").is_file() and (out / "curves.png").stat().st_size > 0
+    # each gold's correlation with reply length and base rate on these 180 replies: the
+    # longest reply is never the warm one here, and concise scores short replies higher
+    profile = {r[0]: r for r in _tables(capsys_out)[1][2:]}
+    assert set(profile) == {"warm", "concise"}
+    assert all(int(p[1]) == 180 for p in profile.values())
+    assert float(profile["concise"][2]) < -0.5
+    golds = json.loads((out / "golds.json").read_text())
+    assert golds["warm"]["replies"] == 180 and 0.0 <= golds["warm"]["base_rate"] <= 1.0
 
 
 @pytest.mark.parametrize(

@@ -28,11 +28,18 @@ def prompt_text(prompt: Messages) -> str:
 
 
 def relabel(
-    snap: Snapshot, gold: Gold, seed: int = 0, flip_rate: float = DEFAULT_FLIP_RATE
+    snap: Snapshot,
+    gold: Gold,
+    seed: int = 0,
+    flip_rate: float = DEFAULT_FLIP_RATE,
+    temperature: float = 0.0,
 ) -> Snapshot:
     """The snapshot with every comparison and thumb re-voted by a user with taste `gold`
-    (seeded; the same votes in the same order give the same result)."""
-    user = SimulatedUser(gold, random.Random(seed), flip_rate)
+    (seeded; the same votes in the same order give the same result). At temperature 0
+    the user picks the gold winner and then flips `flip_rate` of the choices, as
+    AlpacaFarm's annotators and the closed-loop benchmark do, so the noise ceiling is
+    1 - flip_rate on pairs the gold orders."""
+    user = SimulatedUser(gold, random.Random(seed), flip_rate, temperature=temperature)
     comparisons = tuple(
         replace(c, choice=user.compare(prompt_text(c.a.prompt), c.a.text, c.b.text))
         for c in snap.comparisons
@@ -76,3 +83,31 @@ def accuracy_against_gold(
         if better is not None
     ]
     return sum(hits) / len(hits) if hits else None
+
+
+@dataclass(frozen=True)
+class GoldProfile:
+    """What a gold makes of the snapshot's replies: how much it follows reply length, and
+    how often it is met (a gold met by few replies gives few votes any signal)."""
+
+    replies: int
+    length_corr: float | None  # Pearson correlation of the gold score with reply words
+    base_rate: float | None  # share of replies the gold scores above 0.5
+    mean: float | None
+
+
+def gold_profile(snap: Snapshot, gold: Gold) -> GoldProfile:
+    """`GoldProfile` over the snapshot's distinct (prompt, reply) texts, compared or rated."""
+    seen = {(prompt_text(r.prompt), r.text) for c in snap.comparisons for r in (c.a, c.b)}
+    seen |= {(prompt_text(v.reply.prompt), v.reply.text) for v in snap.ratings}
+    scores = [gold(p, t) for p, t in seen]
+    words = [float(len(t.split())) for _, t in seen]
+    if not scores:
+        return GoldProfile(0, None, None, None)
+    n = len(scores)
+    ms, mw = sum(scores) / n, sum(words) / n
+    cov = sum((s - ms) * (w - mw) for s, w in zip(scores, words, strict=True))
+    vs = sum((s - ms) ** 2 for s in scores)
+    vw = sum((w - mw) ** 2 for w in words)
+    corr = cov / (vs * vw) ** 0.5 if vs > 0 and vw > 0 else None
+    return GoldProfile(n, corr, sum(s > 0.5 for s in scores) / n, ms)

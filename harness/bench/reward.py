@@ -17,6 +17,7 @@ the noise ceiling (the share of held-out votes that agree with the gold).
 
 from __future__ import annotations
 
+import json
 import random
 import sys
 import tempfile
@@ -28,7 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from harness.bench.pool import load_or_sample, seed_pool_votes
-from harness.bench.relabel import accuracy_against_gold, gold_order, relabel
+from harness.bench.relabel import (
+    GoldProfile,
+    accuracy_against_gold,
+    gold_order,
+    gold_profile,
+    relabel,
+)
 from harness.bench.train import seed_bench_votes
 from harness.simulation.gold import Gold as GoldFn
 from harness.simulation.gold import GoldSpecError, concise, load_gold
@@ -167,6 +174,7 @@ def bench_variant(
     prompts = [p.prompt for p in kept]
     scores = rm.score(prompts + prompts, [p.chosen for p in kept] + [p.rejected for p in kept])
     chosen, rejected = scores[: len(kept)], scores[len(kept) :]
+    rm.keep_features()
     metrics = metrics_from_scores(kept, chosen, rejected, None)
     row = RewardRow(
         gold[0] if gold else "stored",
@@ -317,6 +325,10 @@ def run_bench_reward(
     except GoldSpecError as e:
         print(f"loopchat bench reward: {e}", file=sys.stderr)
         return 2
+    profiles = {
+        spec: gold_profile(snap, load_gold(spec)) for spec in plan.golds
+    }  # load_gold succeeded in _vote_sets
+    print(render_profiles(profiles), file=sys.stderr, flush=True)
     rows: list[RewardRow] = []
     with tempfile.TemporaryDirectory(prefix="loopchat-bench-features-") as tmp:
         cache = Path(tmp) / "features.npz"  # the same replies under every gold and size
@@ -340,15 +352,31 @@ def run_bench_reward(
                     )
                     print(render(rows), file=sys.stderr, flush=True)
     print(render(rows))
+    if profiles:
+        print("\n" + render_profiles(profiles))
     if out_dir is not None:
         write_curves(rows, out_dir)
+        (out_dir / "golds.json").write_text(
+            json.dumps({g: p.__dict__ for g, p in profiles.items()}, indent=2) + "\n"
+        )
     return 0
+
+
+def render_profiles(profiles: dict[str, GoldProfile]) -> str:
+    """Per gold: its correlation with reply length and its base rate on these replies."""
+    if not profiles:
+        return ""
+    head = ["gold", "replies", "corr with reply words", "base rate (gold > 0.5)", "mean gold"]
+    body = (
+        [g, str(p.replies), cell(p.length_corr), cell(p.base_rate), cell(p.mean)]
+        for g, p in profiles.items()
+    )
+    return "\n".join(pipe_table(head, body))
 
 
 def write_curves(rows: Sequence[RewardRow], out_dir: Path) -> None:
     """rows.json, and curves.png: held-out accuracy (and against the gold) by training
     pairs, one panel per gold, one line per variant, the ceiling dashed."""
-    import json
 
     import matplotlib
 
