@@ -33,6 +33,7 @@ from service.chat.engines.factory import build_engine
 from service.errors import Busy, LoopchatError, error_body, from_exception, status_type
 from service.identity.auth import Authenticator, resolve_secrets
 from service.identity.credentials import CookieSigner
+from service.identity.limits import RateLimits
 from service.identity.ratelimit import RateLimiter
 from service.metrics import Metrics
 from service.middleware import BodyLimit, RequestMetrics
@@ -84,6 +85,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
                 secrets.admin_token,
             ),
             vote_limiter=RateLimiter(settings.vote_rate_per_minute, settings.vote_burst),
+            rate_limits=RateLimits(settings.rate_limit_storage),
             pseudonym_secret=secrets.session_secret,
         )
         app.state.runtime = runtime

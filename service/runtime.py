@@ -21,6 +21,7 @@ from service.chat.tokenizer import ChatTokenizer
 from service.errors import NotReady, RateLimited
 from service.feedback.comparisons import ComparisonService
 from service.identity.auth import Authenticator
+from service.identity.limits import LimitsStoreError, RateLimits, parse_rule, retry_after
 from service.identity.ratelimit import RateLimiter, retry_after_seconds
 from service.metrics import Metrics
 from service.policies.registry import PolicyRegistry
@@ -65,6 +66,7 @@ class Runtime:
     auth: Authenticator
     vote_limiter: RateLimiter
     pseudonym_secret: str
+    rate_limits: RateLimits = field(default_factory=RateLimits)
     phase: Phase = Phase.STARTING
     error: str | None = None
     chat: ChatService | None = None
@@ -85,6 +87,29 @@ class Runtime:
         if wait > 0:
             seconds = retry_after_seconds(wait)
             raise RateLimited(f"too many votes; try again in {seconds} s", retry_after_s=seconds)
+
+    def take_session_mint(self, address: str) -> None:
+        """Count a new anonymous session against its client address and the whole service;
+        RateLimited (429, Retry-After) when either is spent, NotReady (503) when the limit
+        store cannot be reached. Blocking: call in a thread."""
+        s = self.settings
+        checks = (
+            (parse_rule("session_mints_per_address", s.session_mints_per_address), address),
+            (parse_rule("session_mints_global", s.session_mints_global), "*"),
+        )
+        for rule, key in checks:
+            try:
+                wait = self.rate_limits.hit(rule, key)
+            except LimitsStoreError as e:
+                log.error("rate limit store unreachable: %s", e)
+                raise NotReady("the rate limit store is unreachable; try again shortly") from None
+            if wait > 0:
+                seconds = retry_after(wait)
+                who = "your address" if key != "*" else "this server"
+                raise RateLimited(
+                    f"too many new sessions from {who} ({rule.text}); try again in {seconds} s",
+                    retry_after_s=seconds,
+                )
 
     def comparison_service(self) -> ComparisonService:
         self.chat_service()

@@ -6,9 +6,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from service.identity.limits import parse_rule, validate_storage_uri
 from store.settings import StoreSettings
 
 
@@ -88,12 +89,45 @@ class Settings(StoreSettings):
     )
     anonymous_sessions: bool = Field(True, description="POST /v1/session may start web sessions.")
     session_cookie_secure: bool = Field(False, description="Mark the cookie Secure (HTTPS).")
-    session_max_age_days: int = Field(365, ge=1)
+    session_max_age_days: int = Field(
+        30, ge=1, description="Lifetime of a web session cookie, in days."
+    )
+    session_mints_per_address: str = Field(
+        "20/hour;100/day",
+        description="New anonymous sessions one client address may start (POST /v1/session): "
+        "one or more windows such as '20/hour;100/day'. A script that mints users to get "
+        "fresh vote budgets gets 429 after this.",
+    )
+    session_mints_global: str = Field(
+        "1000/hour", description="New anonymous sessions the whole service may start."
+    )
+    trusted_proxy_header: str = Field(
+        "",
+        description="Header a trusted reverse proxy sets to the client's address (e.g. "
+        "X-Forwarded-For; its last entry is used). Empty: the connection's peer address. Set "
+        "it only behind a proxy that overwrites the header, or any client can pick its own.",
+    )
+    rate_limit_storage: str = Field(
+        "memory://",
+        description="Where rate-limit counts live: memory:// (this process) or a Redis URI "
+        "such as redis://127.0.0.1:6379, shared by every server process that names it.",
+    )
     vote_rate_per_minute: float = Field(
         120.0, gt=0, description="Votes (ratings and comparison votes) per user per minute."
     )
     vote_burst: int = Field(60, ge=1, description="Votes a user may send at once.")
     max_comment_chars: int = Field(2000, ge=1)
+
+    @field_validator("session_mints_per_address", "session_mints_global")
+    @classmethod
+    def _limit_rule(cls, v: str, info: ValidationInfo) -> str:
+        parse_rule(str(info.field_name), v)
+        return v
+
+    @field_validator("rate_limit_storage")
+    @classmethod
+    def _limit_storage(cls, v: str) -> str:
+        return validate_storage_uri(v)
 
     @property
     def engine_work_dir(self) -> Path:

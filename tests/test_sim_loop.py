@@ -264,6 +264,10 @@ def test_two_round_smoke_loop_through_the_http_api(tmp_path: Path) -> None:
         policy_poll_seconds=1,
         default_max_tokens=16,
         vote_rate_per_minute=100000,
+        # the simulator plays the proxy in front of its users: each comes from an address
+        # of its own, so 12 users get sessions where one address may start only 2
+        trusted_proxy_header="X-Forwarded-For",
+        session_mints_per_address="2/hour",
     )
     out = tmp_path / "report"
     lines: list[str] = []

@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 
 SESSION_COOKIE = "loopchat_session"
+FORWARDED_FOR = "X-Forwarded-For"
 _ID_IN_PATH = re.compile(r"/cmp-[^/]+")
 CONNECT_RETRIES = 3
 
@@ -213,13 +214,19 @@ async def open_user(
     auth: str = "session",
     timeout_s: float = 600.0,
     max_wait_s: float = 300.0,
+    address: str | None = None,
 ) -> UserClient:
     """A new simulated user: a web session, or (auth "key", or sessions refused and an
-    operator token given) an API key made through the operator API."""
+    operator token given) an API key made through the operator API. `address`: the
+    client address a trusting proxy would report for this user."""
     if auth not in ("session", "key"):
         raise ValueError(f"auth must be 'session' or 'key', not {auth!r}")
+    # Behind a proxy that the server trusts (`LOOPCHAT_TRUSTED_PROXY_HEADER`), each
+    # simulated user comes from an address of its own, as people do; otherwise the header
+    # is ignored and every user shares this machine's address and its session limit.
+    forwarded = {FORWARDED_FOR: address} if address else {}
     if auth == "session":
-        async with _http(base_url, timeout_s) as bare:
+        async with _http(base_url, timeout_s, headers=forwarded) as bare:
             try:
                 r = await bare.post("/v1/session")
             except httpx.HTTPError as e:
@@ -227,7 +234,9 @@ async def open_user(
         if r.status_code in (200, 201) and r.cookies.get(SESSION_COOKIE):
             cookie = r.cookies[SESSION_COOKIE]
             return UserClient(
-                _http(base_url, timeout_s, cookies={SESSION_COOKIE: cookie}), name, max_wait_s
+                _http(base_url, timeout_s, cookies={SESSION_COOKIE: cookie}, headers=forwarded),
+                name,
+                max_wait_s,
             )
         if r.status_code != 403 or not admin_token:
             raise _error_of("POST /v1/session", r)

@@ -253,6 +253,11 @@ class _Plan:
         await run(client, user, prompt, self.max_tokens, result)
 
 
+def simulated_address(user: int, seed: int) -> str:
+    """A private address per simulated user and run (the seed changes every round)."""
+    return f"10.{seed % 250}.{user // 250 % 250}.{user % 250 + 1}"
+
+
 @dataclass(frozen=True)
 class _Accounts:
     """How the simulated users sign in (a session or an API key) and out (the key revoked)."""
@@ -270,6 +275,7 @@ class _Accounts:
                 admin_token=self.admin_token,
                 auth=self.auth,
                 timeout_s=self.timeout_s,
+                address=simulated_address(u, seed),
             )
         except ApiError as e:
             raise SimulationError(f"cannot start simulated user {u}: {e}") from e

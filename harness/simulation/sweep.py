@@ -28,6 +28,7 @@ from typing import Any
 
 import httpx
 
+from harness.simulation.client import FORWARDED_FOR
 from harness.simulation.loop import run_loop
 from harness.tables import cell, pipe_table
 
@@ -91,7 +92,11 @@ def run_gold(cfg: SweepConfig, gold: str, say: Callable[[str], None]) -> Path:
         "--train-config", str(cfg.train_config),
     ]  # fmt: skip
     with open(out / "server.log", "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
+        # The simulator stands in for the proxy in front of many people: its users each
+        # send an address of their own (harness.simulation.client), which the server
+        # trusts only when told to.
+        env = {**os.environ, "LOOPCHAT_TRUSTED_PROXY_HEADER": FORWARDED_FOR}
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
             _wait_ready(url, proc, READY_TIMEOUT_S)
             say(f"{gold}: server ready at {url}")

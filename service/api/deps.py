@@ -52,3 +52,14 @@ ChatDep = Annotated[ChatService, Depends(get_chat)]
 ComparisonsDep = Annotated[ComparisonService, Depends(get_comparisons)]
 UserDep = Annotated[Identity, Depends(authenticate)]
 VoterDep = Annotated[Identity, Depends(voter)]
+
+
+def client_address(conn: HTTPConnection, trusted_header: str = "") -> str:
+    """The caller's address for per-address limits: the last entry of `trusted_header`
+    (the one the trusted proxy appended) when that is set and sent, else the peer."""
+    if trusted_header:
+        sent = conn.headers.get(trusted_header, "")
+        last = sent.rsplit(",", 1)[-1].strip()
+        if last:
+            return last[:64]
+    return conn.client.host if conn.client else "unknown"

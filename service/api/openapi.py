@@ -36,7 +36,7 @@ DESCRIPTIONS: dict[int, str] = {
     413: "The request body is over the server's size limit.",
     422: "Validation failed: a field is missing, of the wrong type or out of range "
     "(`param` names the first).",
-    429: "Too many votes: wait Retry-After seconds.",
+    429: "Too many requests (votes, new sessions): wait Retry-After seconds.",
     500: "The server (or the model engine) failed; the message says nothing internal.",
     503: "Not available now: the database is busy (see Retry-After), or the model is still "
     "loading.",

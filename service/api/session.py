@@ -7,7 +7,7 @@ import asyncio
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from service.api.deps import RuntimeDep, UserDep, authenticate
+from service.api.deps import RuntimeDep, UserDep, authenticate, client_address
 from service.api.openapi import CALLER, errors
 from service.errors import Forbidden, Unauthorized
 from service.identity.auth import SESSION_COOKIE
@@ -23,7 +23,7 @@ router = APIRouter(tags=["identity"])
     responses={
         200: {"model": SessionOut, "description": "The session cookie sent is valid: kept."},
         201: {"description": "A new anonymous session; its cookie is set."},
-        **errors(403, 500, 503),
+        **errors(403, 429, 500, 503),
     },
 )
 async def start_session(request: Request, runtime: RuntimeDep) -> JSONResponse:
@@ -36,6 +36,8 @@ async def start_session(request: Request, runtime: RuntimeDep) -> JSONResponse:
             pass  # expired or foreign cookie: replace it
     if not runtime.settings.anonymous_sessions:
         raise Forbidden("anonymous sessions are turned off on this server; use an API key")
+    address = client_address(request, runtime.settings.trusted_proxy_header)
+    await asyncio.to_thread(runtime.take_session_mint, address)
     ident, cookie = await asyncio.to_thread(runtime.auth.new_session)
     response = JSONResponse(
         SessionOut(user_id=ident.user_id, kind=ident.kind).model_dump(), status_code=201

@@ -3131,7 +3131,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Too many votes: wait Retry-After seconds. */
+            /** @description Too many requests (votes, new sessions): wait Retry-After seconds. */
             429: {
                 headers: {
                     /** @description Seconds to wait before trying again (sent when known). */
@@ -3625,7 +3625,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Too many votes: wait Retry-After seconds. */
+            /** @description Too many requests (votes, new sessions): wait Retry-After seconds. */
             429: {
                 headers: {
                     /** @description Seconds to wait before trying again (sent when known). */
@@ -3830,7 +3830,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Too many votes: wait Retry-After seconds. */
+            /** @description Too many requests (votes, new sessions): wait Retry-After seconds. */
             429: {
                 headers: {
                     /** @description Seconds to wait before trying again (sent when known). */
@@ -3991,6 +3991,17 @@ export interface operations {
             /** @description Not allowed: not the operator, not your reply or comparison, or anonymous sessions are turned off on this server. */
             403: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too many requests (votes, new sessions): wait Retry-After seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again (sent when known). */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
