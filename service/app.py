@@ -28,6 +28,7 @@ from service.api import (
     ws,
 )
 from service.api.openapi import document_errors
+from service.api.ws import MAX_FRAME_BYTES
 from service.chat.engines.base import Engine
 from service.chat.engines.factory import build_engine
 from service.errors import Busy, LoopchatError, error_body, from_exception, status_type
@@ -55,6 +56,13 @@ class LoopchatApp(FastAPI):
         if self.openapi_schema is None:
             self.openapi_schema = document_errors(super().openapi())
         return self.openapi_schema
+
+
+def server_options() -> dict[str, Any]:
+    """uvicorn's settings for this app, wherever it is served. The WebSocket frame cap is
+    the protocol's own: a frame announcing more is refused (close 1009) from its header,
+    before its payload is read, where uvicorn would otherwise buffer up to 16 MiB."""
+    return {"ws": "websockets-sansio", "ws_max_size": MAX_FRAME_BYTES}
 
 
 def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:

@@ -107,6 +107,11 @@ class Settings(StoreSettings):
         "X-Forwarded-For; its last entry is used). Empty: the connection's peer address. Set "
         "it only behind a proxy that overwrites the header, or any client can pick its own.",
     )
+    allowed_origins: str = Field(
+        "",
+        description="Origins (scheme://host:port, comma-separated) whose pages may open the "
+        "WebSocket with a session cookie, beside the server's own.",
+    )
     rate_limit_storage: str = Field(
         "memory://",
         description="Where rate-limit counts live: memory:// (this process) or a Redis URI "

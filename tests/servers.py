@@ -23,14 +23,14 @@ def running_server(settings: Any, engine: Any = None, ready_timeout: float = 60.
     """Serve `create_app(settings, engine)`; yield its base URL once /readyz says ready."""
     import uvicorn
 
-    from service.app import create_app
+    from service.app import create_app, server_options
 
     config = uvicorn.Config(
         create_app(settings, engine=engine),
         host="127.0.0.1",
         port=0,
         log_level="warning",
-        ws="websockets-sansio",
+        **server_options(),
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)

@@ -157,6 +157,24 @@ def test_openai_client_sees_errors(tf_server: Server) -> None:
         )
 
 
+def test_an_oversize_websocket_frame_is_refused_by_the_protocol(tf_server: Server) -> None:
+    """`loopchat serve` caps frames in the WebSocket protocol (close 1009, message too
+    big) instead of buffering them; the socket's own smaller frames still work."""
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    from service.api.ws import MAX_FRAME_BYTES
+
+    url = tf_server.base.replace("http://", "ws://") + "/v1/ws/chat"
+    auth = {"Authorization": f"Bearer {tf_server.key}"}
+    with connect(url, additional_headers=auth, max_size=None) as ws:
+        ws.send(json.dumps({"type": "stop"}))  # a small frame: fine
+        ws.send("x" * (MAX_FRAME_BYTES + 1))
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=30)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+
+
 def test_vote_and_export_through_the_cli(tf_server: Server, tmp_path: Path) -> None:
     """A developer's whole path: chat with the SDK, vote over HTTP, export with the CLI."""
     client = _client(tf_server)

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from store.db.models import GenerationStatus
+from tests.conftest import ADMIN
 from tests.fakes import FakeEngine
 from tests.test_api_chat import HELLO, rows
 
@@ -70,3 +71,28 @@ def test_ws_stop_stores_cut_off(make_client: Any, tmp_path: Any) -> None:
     stopped, finished = sorted(rows(db), key=lambda g: g.completion_tokens, reverse=True)
     assert stopped.status is GenerationStatus.CUT_OFF and 2 <= stopped.completion_tokens < 300
     assert finished.status is GenerationStatus.COMPLETED
+
+
+def test_a_page_from_another_origin_cannot_use_the_visitors_cookie(make_client: Any) -> None:
+    client: TestClient = make_client(
+        engine=FakeEngine("hi"), auth=False, allowed_origins="https://chat.example.org"
+    )
+    assert client.post("/v1/session").status_code == 201  # the visitor's cookie is set
+
+    def opens(origin: str | None, **headers: str) -> dict[str, Any]:
+        sent = {**headers, **({"origin": origin} if origin else {})}
+        with client.websocket_connect("/v1/ws/chat", headers=sent) as ws:
+            ws.send_json({"type": "chat", "messages": HELLO})
+            return frames_until(ws, {"done", "error"})[-1]
+
+    for evil in ("http://evil.example", "http://testserver.evil.example", "null"):
+        refused = opens(evil)
+        assert refused["type"] == "error" and refused["error"]["code"] == "origin_not_allowed"
+    assert opens("http://testserver")["type"] == "done"  # the server's own page
+    assert opens("https://chat.example.org/")["type"] == "done"  # configured
+    assert opens(None)["type"] == "done"  # not a browser page: the cookie's owner
+    # an API key is not sent by browsers on their own: any origin may use one it holds
+    key = client.post("/v1/admin/keys", json={"name": "k"}, headers=ADMIN)
+    assert key.status_code == 201, key.text
+    bearer = {"authorization": f"Bearer {key.json()['key']}"}
+    assert opens("http://evil.example", **bearer)["type"] == "done"

@@ -16,7 +16,7 @@ def add_parser(subparsers: Subparsers) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from service.app import create_app
+    from service.app import create_app, server_options
 
     settings = settings_from(args)
     app = create_app(settings)
@@ -26,7 +26,5 @@ def cmd_serve(args: argparse.Namespace) -> int:
         f"ready when GET /readyz says so)",
         flush=True,
     )
-    uvicorn.run(
-        app, host=settings.host, port=settings.port, log_level="info", ws="websockets-sansio"
-    )
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", **server_options())
     return 0

@@ -41,6 +41,7 @@ from service.chat.service import ChatResult, ChatService, ChoiceDelta, PreparedC
 from service.conversations import store as conversations
 from service.errors import (
     BadRequest,
+    Forbidden,
     InvalidValue,
     LoopchatError,
     from_exception,
@@ -94,6 +95,8 @@ async def ws_chat(ws: WebSocket) -> None:
     runtime = get_runtime(ws)
     try:
         user = await authenticate(ws)
+        if "authorization" not in ws.headers:  # the browser's cookie: whose page is this?
+            check_origin(ws, runtime.settings.allowed_origins)
     except LoopchatError as e:
         await out.error(e)
         await ws.close(code=POLICY_VIOLATION, reason="not authenticated")
@@ -147,6 +150,25 @@ async def ws_chat(ws: WebSocket) -> None:
             current.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await current
+
+
+def check_origin(ws: WebSocket, allowed: str) -> None:
+    """Forbidden unless the handshake's Origin is this server's own (the Host it was sent
+    to) or one of `allowed` (comma-separated). Browsers send the cookie on a WebSocket
+    from any page and the same-origin policy does not cover WebSockets, so without this a
+    page on another site could chat and vote as its visitor. A handshake without Origin is
+    not from a browser page, and a non-browser client holding the cookie is its owner."""
+    origin = ws.headers.get("origin")
+    if origin is None:
+        return
+    own = {f"{scheme}://{ws.headers.get('host', '')}" for scheme in ("http", "https")}
+    extra = {o.strip().rstrip("/") for o in allowed.split(",") if o.strip()}
+    if origin.rstrip("/") not in own | extra:
+        raise Forbidden(
+            f"a page from {origin[:100]} may not open this socket with your session; "
+            "allowed: this server's own pages (LOOPCHAT_ALLOWED_ORIGINS adds others)",
+            code="origin_not_allowed",
+        )
 
 
 def _parse(raw: str) -> dict[str, Any]:
