@@ -107,6 +107,15 @@ class Settings(StoreSettings):
         "X-Forwarded-For; its last entry is used). Empty: the connection's peer address. Set "
         "it only behind a proxy that overwrites the header, or any client can pick its own.",
     )
+    ws_recheck_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="How often an open chat WebSocket checks its credential again: a revoked "
+        "key or an ended session closes its sockets within this.",
+    )
+    ws_idle_timeout_seconds: float = Field(
+        600.0, gt=0, description="A chat WebSocket with no frame and no reply for this closes."
+    )
     allowed_origins: str = Field(
         "",
         description="Origins (scheme://host:port, comma-separated) whose pages may open the "

@@ -19,9 +19,9 @@ def chat(ws: Any, conv: str, messages: list[dict[str, str]]) -> list[dict[str, A
 
 
 def web_user(client: TestClient) -> TestClient:
-    """A second, anonymous browser user (its own cookie) on the same app."""
+    """A second, anonymous browser user (its own cookie) on the same running app (not
+    entered: entering would run the app's startup again, with a new engine to load)."""
     other = TestClient(client.app)
-    other.__enter__()
     assert other.post("/v1/session").status_code in (200, 201)
     return other
 
@@ -127,9 +127,9 @@ def test_other_users_and_bad_input_change_nothing(make_client: Any) -> None:
         with other.websocket_connect("/v1/ws/chat") as ws:
             ws.send_json({"type": "chat", "messages": [Q1], "conversation_id": conv})
             err = ws.receive_json()
-            assert err["type"] == "error" and err["error"]["param"] == "conversation_id"
+            assert err["type"] == "error" and err["error"]["param"] == "conversation_id", err
     finally:
-        other.__exit__(None, None, None)
+        other.close()
     assert client.get(f"/v1/conversations/{conv}").json()["messages"] == []
     for bad in ({"title": ""}, {"title": "x" * 301}, {"nope": 1}):
         assert client.patch(f"/v1/conversations/{conv}", json=bad).status_code == 422

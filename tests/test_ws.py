@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
 
 from store.db.models import GenerationStatus
 from tests.conftest import ADMIN
@@ -96,3 +98,41 @@ def test_a_page_from_another_origin_cannot_use_the_visitors_cookie(make_client: 
     assert key.status_code == 201, key.text
     bearer = {"authorization": f"Bearer {key.json()['key']}"}
     assert opens("http://evil.example", **bearer)["type"] == "done"
+
+
+def test_a_revoked_key_or_an_ended_session_closes_its_open_socket(make_client: Any) -> None:
+    client: TestClient = make_client(engine=FakeEngine("hi"), auth=False, ws_recheck_seconds=0.1)
+    made = client.post("/v1/admin/keys", json={"name": "k"}, headers=ADMIN)
+    assert made.status_code == 201, made.text
+    bearer = {"authorization": f"Bearer {made.json()['key']}"}
+    with client.websocket_connect("/v1/ws/chat", headers=bearer) as ws:
+        ws.send_json({"type": "chat", "messages": HELLO})
+        assert frames_until(ws, {"done", "error"})[-1]["type"] == "done"
+        assert client.delete(f"/v1/admin/keys/{made.json()['id']}", headers=ADMIN).is_success
+        closing = ws.receive_json()
+        assert closing["type"] == "error" and closing["error"]["code"] == "invalid_api_key"
+        with pytest.raises(WebSocketDisconnect) as gone:
+            ws.receive_json()
+        assert gone.value.code == 1008
+
+    assert client.post("/v1/session").status_code == 201
+    with client.websocket_connect("/v1/ws/chat") as ws:
+        ws.send_json({"type": "chat", "messages": HELLO})
+        assert frames_until(ws, {"done", "error"})[-1]["type"] == "done"
+        assert client.delete("/v1/session").status_code == 204  # logout, in another tab
+        closing = ws.receive_json()
+        assert closing["type"] == "error" and closing["error"]["code"] == "invalid_session"
+
+
+def test_an_idle_socket_is_closed(make_client: Any) -> None:
+    client: TestClient = make_client(
+        engine=FakeEngine("hi"), ws_recheck_seconds=0.1, ws_idle_timeout_seconds=0.5
+    )
+    with client.websocket_connect("/v1/ws/chat") as ws:
+        ws.send_json({"type": "chat", "messages": HELLO})
+        assert frames_until(ws, {"done", "error"})[-1]["type"] == "done"
+        closing = ws.receive_json()  # nothing sent for 0.5 s after the reply
+        assert closing["error"]["code"] == "idle_timeout"
+        with pytest.raises(WebSocketDisconnect) as gone:
+            ws.receive_json()
+        assert gone.value.code == 1001

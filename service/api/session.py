@@ -53,8 +53,17 @@ async def start_session(request: Request, runtime: RuntimeDep) -> JSONResponse:
     return response
 
 
-@router.delete("/v1/session", status_code=204, responses=errors(500))
-async def end_session(response: Response) -> Response:
+@router.delete("/v1/session", status_code=204, responses=errors(500, 503))
+async def end_session(request: Request, response: Response, runtime: RuntimeDep) -> Response:
+    """Log out: the session ends on the server (its cookie, and any copy of it, is refused
+    from now on, and its open sockets close) and the browser's cookie is cleared."""
+    if request.cookies.get(SESSION_COOKIE) and "authorization" not in request.headers:
+        try:
+            ident = await authenticate(request)
+        except Unauthorized:
+            ident = None  # already invalid: nothing to end
+        if ident is not None:
+            await asyncio.to_thread(runtime.auth.end_session, ident.user_id)
     response.delete_cookie(SESSION_COOKIE)
     response.status_code = 204
     return response

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -44,6 +45,7 @@ from service.errors import (
     Forbidden,
     InvalidValue,
     LoopchatError,
+    Unauthorized,
     from_exception,
 )
 from service.feedback import comparisons
@@ -60,6 +62,7 @@ router = APIRouter(tags=["chat"])
 MAX_FRAME_BYTES = 1_000_000
 FRAME_TYPES = ("chat", "compare", "vote", "stop")
 POLICY_VIOLATION = 1008
+GOING_AWAY = 1001
 
 
 class VoteFrame(VoteRequest):
@@ -102,9 +105,14 @@ async def ws_chat(ws: WebSocket) -> None:
         await ws.close(code=POLICY_VIOLATION, reason="not authenticated")
         return
     current: asyncio.Task[None] | None = None
+    idle = _Idle()
+    watcher = asyncio.create_task(
+        _watch(ws, out, runtime, idle, lambda: current is not None and not current.done())
+    )
     try:
         while True:
             raw = await ws.receive_text()
+            idle.touch()
             try:
                 frame = _parse(raw)
                 kind = frame.pop("type")
@@ -145,11 +153,53 @@ async def ws_chat(ws: WebSocket) -> None:
                 await out.error(e)
     except WebSocketDisconnect:
         pass
+    except RuntimeError:  # the watcher closed the socket while this waited for a frame
+        pass
     finally:
+        watcher.cancel()
         if current is not None and not current.done():
             current.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await current
+
+
+class _Idle:
+    """When the socket last received a frame (monotonic seconds)."""
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+
+    def touch(self) -> None:
+        self.last = time.monotonic()
+
+
+async def _watch(
+    ws: WebSocket, out: Sender, runtime: Runtime, idle: _Idle, busy: Callable[[], bool]
+) -> None:
+    """Close the socket when its credential stops being valid (a revoked key, an ended
+    session) or when it has been idle, with no reply streaming, past the idle timeout.
+    Checked every `ws_recheck_seconds`; the error frame says which."""
+    settings = runtime.settings
+    with contextlib.suppress(Exception):  # the socket may be gone already: nothing to do
+        while True:
+            await asyncio.sleep(settings.ws_recheck_seconds)
+            if busy():
+                idle.touch()
+            elif time.monotonic() - idle.last > settings.ws_idle_timeout_seconds:
+                await out.error(
+                    LoopchatError(
+                        f"closed after {settings.ws_idle_timeout_seconds:g} s without a frame",
+                        code="idle_timeout",
+                    )
+                )
+                await ws.close(code=GOING_AWAY, reason="idle")
+                return
+            try:
+                await authenticate(ws)
+            except Unauthorized as e:
+                await out.error(e)
+                await ws.close(code=POLICY_VIOLATION, reason="credential revoked")
+                return
 
 
 def check_origin(ws: WebSocket, allowed: str) -> None:

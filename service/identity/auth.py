@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hmac
 import threading
+import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -24,6 +26,7 @@ from store.secrets import load_or_create_secret
 
 SESSION_COOKIE = "loopchat_session"
 KNOWN_USERS_CACHE = 100_000  # cookie user ids remembered as existing, to skip a query
+SESSION_RECHECK_S = 5.0  # how stale a process's view of an ended session may be
 
 NO_CREDENTIALS = (
     "no credentials: send 'Authorization: Bearer <key>' (create a key with "
@@ -43,7 +46,8 @@ class Authenticator:
         self._read = read_sessions
         self.signer = signer
         self._admin_token = admin_token
-        self._known_users: set[str] = set()  # cookie users seen in the database
+        # cookie users seen in the database: (when looked up, when their sessions ended)
+        self._known_users: dict[str, tuple[float, float | None]] = {}
         self._operator: Identity | None = None
         self._lock = threading.Lock()  # guards _known_users
         self._operator_lock = threading.Lock()
@@ -58,9 +62,9 @@ class Authenticator:
         if authorization is not None:
             return self._bearer(authorization)
         if cookie:
-            user_id = self.signer.verify(cookie)
-            if user_id is not None and self._user_exists(user_id):
-                return Identity(user_id, UserKind.ANONYMOUS)
+            checked = self.signer.verify_issued(cookie)
+            if checked is not None and self._session_live(*checked):
+                return Identity(checked[0], UserKind.ANONYMOUS)
             raise Unauthorized(
                 "your session is invalid or has expired; start a new one with POST /v1/session",
                 code="invalid_session",
@@ -83,7 +87,7 @@ class Authenticator:
         with session_scope(self._sessions) as s:
             ident = store.create_anonymous_user(s)
         with self._lock:
-            self._known_users.add(ident.user_id)
+            self._known_users[ident.user_id] = (time.monotonic(), None)
         return ident, self.signer.sign(ident.user_id)
 
     def _bearer(self, authorization: str) -> Identity:
@@ -109,18 +113,38 @@ class Authenticator:
                     self._operator = store.ensure_operator(s)
             return self._operator
 
-    def _user_exists(self, user_id: str) -> bool:
+    def end_session(self, user_id: str) -> None:
+        """End every web session of `user_id` now, in every process: their cookies are
+        refused from here on (other processes notice within `SESSION_RECHECK_S`)."""
+        at = datetime.now(UTC)
+        with session_scope(self._sessions) as s:
+            store.end_sessions(s, user_id, at)
         with self._lock:
-            if user_id in self._known_users:
-                return True
-        with session_scope(self._read) as s:
-            found = store.user_kind(s, user_id) is UserKind.ANONYMOUS
-        if found:
+            self._known_users[user_id] = (time.monotonic(), at.timestamp())
+
+    def _session_live(self, user_id: str, issued: int) -> bool:
+        """The cookie's user is an anonymous user whose sessions were not ended after
+        `issued`. Looked up at most every `SESSION_RECHECK_S` per user and process."""
+        now = time.monotonic()
+        with self._lock:
+            known = self._known_users.get(user_id)
+        if known is None or now - known[0] > SESSION_RECHECK_S:
+            with session_scope(self._read) as s:
+                kind, ended = store.session_end(s, user_id)
+            if kind is not UserKind.ANONYMOUS:
+                return False
+            known = (now, None if ended is None else _aware(ended).timestamp())
             with self._lock:
                 if len(self._known_users) >= KNOWN_USERS_CACHE:
                     self._known_users.clear()
-                self._known_users.add(user_id)
-        return found
+                self._known_users[user_id] = known
+        ended_at = known[1]
+        return ended_at is None or issued > ended_at
+
+
+def _aware(t: datetime) -> datetime:
+    """SQLite gives back naive datetimes; they were stored in UTC."""
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
 
 
 def _bearer_token(authorization: str | None) -> str | None:

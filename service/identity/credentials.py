@@ -3,7 +3,8 @@
 API keys are `lc-` plus 43 URL-safe characters (256 random bits); only their SHA-256 is
 stored, so a leaked database does not leak keys. A session cookie is
 `<user id>.<issued at>.<HMAC-SHA256>`: the server can trust the user id without storing
-sessions, and a changed secret logs every web session out.
+sessions, and a changed secret logs every web session out. One user's sessions end when
+the user row says so (`users.sessions_ended_at`, checked by `Authenticator`).
 """
 
 from __future__ import annotations
@@ -49,6 +50,11 @@ class CookieSigner:
 
     def verify(self, value: str, now: float | None = None) -> str | None:
         """The user id in a valid, unexpired cookie value; None for anything else."""
+        checked = self.verify_issued(value, now)
+        return None if checked is None else checked[0]
+
+    def verify_issued(self, value: str, now: float | None = None) -> tuple[str, int] | None:
+        """(user id, issued at) of a valid, unexpired cookie value; None for anything else."""
         parts = value.split(".")
         if len(parts) != 3 or not parts[1].isdigit():
             return None
@@ -59,7 +65,7 @@ class CookieSigner:
             return None
         if (time.time() if now is None else now) - int(issued) > self._max_age_s:
             return None
-        return user_id
+        return user_id, int(issued)
 
 
 def pseudonym(secret: str, user_id: str) -> str:

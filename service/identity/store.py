@@ -79,6 +79,21 @@ def create_anonymous_user(session: Session) -> Identity:
     return Identity(user.id, UserKind.ANONYMOUS)
 
 
+def session_end(session: Session, user_id: str) -> tuple[UserKind | None, datetime | None]:
+    """The user's kind (None: no such user) and when their web sessions were ended."""
+    user = session.get(User, user_id)
+    return (None, None) if user is None else (user.kind, user.sessions_ended_at)
+
+
+def end_sessions(session: Session, user_id: str, at: datetime) -> bool:
+    """Refuse every session cookie of `user_id` issued up to `at`; False: no such user."""
+    user = session.get(User, user_id, with_for_update=True)
+    if user is None:
+        return False
+    user.sessions_ended_at = at
+    return True
+
+
 def user_kind(session: Session, user_id: str) -> UserKind | None:
     user = session.get(User, user_id)
     return None if user is None else user.kind

@@ -87,6 +87,8 @@ class User(Base):
     kind: Mapped[UserKind] = mapped_column(_enum(UserKind))
     name: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # web session cookies issued at or before this are refused (logout, an operator)
+    sessions_ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class ApiKey(Base):

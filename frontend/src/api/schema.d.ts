@@ -547,7 +547,11 @@ export interface paths {
          * @description Keep a valid session (200), or start a new anonymous one (201) and set its cookie.
          */
         post: operations["start_session_v1_session_post"];
-        /** End Session */
+        /**
+         * End Session
+         * @description Log out: the session ends on the server (its cookie, and any copy of it, is refused
+         *     from now on, and its open sockets close) and the browser's cookie is cleared.
+         */
         delete: operations["end_session_v1_session_delete"];
         options?: never;
         head?: never;
@@ -4049,6 +4053,17 @@ export interface operations {
             /** @description The server (or the model engine) failed; the message says nothing internal. */
             500: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not available now: the database is busy (see Retry-After), or the model is still loading. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before trying again (sent when known). */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {

@@ -1,7 +1,7 @@
-"""Minting web sessions is limited per client address and for the whole service, so a
-script cannot mint users to get fresh vote budgets; with Redis as the limit store, two
-server processes share one count. Every refusal is a 429 in the envelope and stores no
-user."""
+"""Web sessions: minting is limited per client address and for the whole service, so a
+script cannot mint users to get fresh vote budgets (with Redis as the limit store, two
+server processes share one count; every refusal is a 429 in the envelope and stores no
+user), and logging out ends a session on the server, not only in the browser."""
 
 from __future__ import annotations
 
@@ -132,3 +132,19 @@ def test_windows_move_and_every_window_must_have_room() -> None:
     assert limits.hit(rule, "k") == 0  # the refused hits counted nothing: 3 of 3 an hour
     time.sleep(1.1)
     assert limits.hit(rule, "k") > 3000  # the hour's window now
+
+
+def test_logout_ends_the_session_on_the_server(make_client: MakeClient, db_url: str) -> None:
+    client = make_client(db_url, engine=FakeEngine("hi"), auth=False)
+    assert client.post("/v1/session").status_code == 201
+    stolen = client.cookies.get("loopchat_session")
+    assert stolen is not None and client.get("/v1/me").status_code == 200
+    assert client.delete("/v1/session").status_code == 204
+    assert client.cookies.get("loopchat_session") is None  # the browser's copy is gone
+    client.cookies.set("loopchat_session", stolen)  # ... and a copy kept elsewhere is refused
+    assert_error(client.get("/v1/me"), 401, "invalid_session")
+    assert_error(client.post("/v1/feedback", json={"generation_id": "x", "rating": "up"}), 401)
+    client.cookies.clear()
+    assert client.delete("/v1/session").status_code == 204  # no session: nothing to end
+    assert client.post("/v1/session").status_code == 201  # a new one starts as before
+    assert client.get("/v1/me").status_code == 200
