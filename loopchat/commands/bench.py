@@ -41,7 +41,7 @@ def _add_loop(bench: Subparsers) -> None:
     )
     sp.add_argument(
         "--golds",
-        default="concise,warm,plain_words,asks_back",
+        default="concise,warm,plain_words,simple_sentences",
         help="comma-separated golds (shipped names or module:function)",
     )
     sp.add_argument("--rounds", type=int, default=5)
