@@ -16,13 +16,14 @@ from sqlalchemy import Engine as DbEngine
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.chat.engines.base import Engine, Sampling
-from service.chat.service import ChatService, Limits
+from service.chat.service import ChatService, Limits, PreparedChat
 from service.chat.tokenizer import ChatTokenizer
 from service.errors import NotReady, RateLimited
 from service.feedback.comparisons import ComparisonService
 from service.identity.auth import Authenticator
-from service.identity.limits import LimitsStoreError, RateLimits, parse_rule, retry_after
+from service.identity.limits import LimitsStoreError, RateLimits, Rule, parse_rule, retry_after
 from service.identity.ratelimit import RateLimiter, retry_after_seconds
+from service.identity.store import OPERATOR_USER_ID
 from service.metrics import Metrics
 from service.policies.registry import PolicyRegistry
 from service.settings import Settings
@@ -88,6 +89,45 @@ class Runtime:
             seconds = retry_after_seconds(wait)
             raise RateLimited(f"too many votes; try again in {seconds} s", retry_after_s=seconds)
 
+    def charge_generation(self, p: PreparedChat, sides: int = 1) -> None:
+        """Count a planned generation (a chat, one side of a comparison) against its
+        caller's requests and tokens per window: RateLimited (429, Retry-After) when
+        either is spent. Tokens are the ones asked for (max_tokens per choice), so the
+        budget bounds what a caller can make the engine do before it runs. The operator
+        is not limited. Called in the event loop: the memory store answers at once; a
+        Redis store adds a round trip per request."""
+        if p.user_id is None or p.user_id == OPERATOR_USER_ID:
+            return
+        s = self.settings
+        charges = (
+            (
+                parse_rule("generation_requests_per_user", s.generation_requests_per_user),
+                sides,
+                "requests",
+            ),
+            (
+                parse_rule("generation_tokens_per_user", s.generation_tokens_per_user),
+                sides * sum(x.max_tokens for x in p.samplings),
+                "tokens",
+            ),
+        )
+        for rule, cost, what in charges:
+            wait = self._hit(rule, p.user_id, cost)
+            if wait > 0:
+                seconds = retry_after(wait)
+                raise RateLimited(
+                    f"too many generation {what} ({rule.text} per caller); try again in "
+                    f"{seconds} s",
+                    retry_after_s=seconds,
+                )
+
+    def _hit(self, rule: Rule, key: str, cost: int = 1) -> float:
+        try:
+            return self.rate_limits.hit(rule, key, cost)
+        except LimitsStoreError as e:
+            log.error("rate limit store unreachable: %s", e)
+            raise NotReady("the rate limit store is unreachable; try again shortly") from None
+
     def take_session_mint(self, address: str) -> None:
         """Count a new anonymous session against its client address and the whole service;
         RateLimited (429, Retry-After) when either is spent, NotReady (503) when the limit
@@ -98,11 +138,7 @@ class Runtime:
             (parse_rule("session_mints_global", s.session_mints_global), "*"),
         )
         for rule, key in checks:
-            try:
-                wait = self.rate_limits.hit(rule, key)
-            except LimitsStoreError as e:
-                log.error("rate limit store unreachable: %s", e)
-                raise NotReady("the rate limit store is unreachable; try again shortly") from None
+            wait = self._hit(rule, key)
             if wait > 0:
                 seconds = retry_after(wait)
                 who = "your address" if key != "*" else "this server"
@@ -138,6 +174,7 @@ class Runtime:
                 DbGenerationStore(self.sessions),
                 self._limits(),
                 self.metrics,
+                charge=self.charge_generation,
             )
             self.comparisons = ComparisonService(chat, self.registry, self.sessions)
             self.chat = chat

@@ -101,6 +101,16 @@ class Settings(StoreSettings):
     session_mints_global: str = Field(
         "1000/hour", description="New anonymous sessions the whole service may start."
     )
+    generation_requests_per_user: str = Field(
+        "60/minute;1000/hour",
+        description="Generations a caller may ask for (a chat request, HTTP or WebSocket; each "
+        "side of a comparison), per window. The operator is not limited.",
+    )
+    generation_tokens_per_user: str = Field(
+        "30000/minute;300000/hour",
+        description="Tokens a caller may ask the engine for (max_tokens per choice, counted "
+        "when the request is accepted), per window.",
+    )
     trusted_proxy_header: str = Field(
         "",
         description="Header a trusted reverse proxy sets to the client's address (e.g. "
@@ -132,7 +142,12 @@ class Settings(StoreSettings):
     vote_burst: int = Field(60, ge=1, description="Votes a user may send at once.")
     max_comment_chars: int = Field(2000, ge=1)
 
-    @field_validator("session_mints_per_address", "session_mints_global")
+    @field_validator(
+        "session_mints_per_address",
+        "session_mints_global",
+        "generation_requests_per_user",
+        "generation_tokens_per_user",
+    )
     @classmethod
     def _limit_rule(cls, v: str, info: ValidationInfo) -> str:
         parse_rule(str(info.field_name), v)

@@ -16,7 +16,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Protocol
 
@@ -117,8 +117,12 @@ class ChatService:
         store: GenerationStore,
         limits: Limits,
         metrics: Metrics,
+        charge: Callable[[PreparedChat, int], None] | None = None,
     ):
         self._engine = engine
+        # counts a checked request (times its sides) against its caller's generation
+        # budget before anything is stored or generated; raises RateLimited when spent
+        self._charge = charge or (lambda p, sides: None)
         self._tok = tokenizer
         self._registry = registry
         self._store = store
@@ -136,8 +140,10 @@ class ChatService:
         user_id: str | None = None,
         conversation_id: str | None = None,
         version: LiveVersion | None = None,
+        sides: int = 1,
     ) -> PreparedChat:
-        """Check `req` and plan it; `version` overrides the one `req.model` names."""
+        """Check `req` and plan it; `version` overrides the one `req.model` names. `sides`:
+        how many times it will run (a comparison's two sides are charged together)."""
         version = version or self._registry.resolve(req.model, user_id)
         if not self._engine.ready:
             raise NotReady("the model is still loading; try again shortly")
@@ -164,6 +170,7 @@ class ChatService:
             conversation_id=conversation_id,
         )
         self._check_context(prepared)
+        self._charge(prepared, sides)
         return prepared
 
     def variant(self, p: PreparedChat, version: LiveVersion, seed_offset: int) -> PreparedChat:
@@ -172,7 +179,7 @@ class ChatService:
             replace(s, seed=None if s.seed is None else (s.seed + seed_offset) % (2**63))
             for s in p.samplings
         ]
-        return replace(
+        other = replace(
             p,
             request_id=f"req-{uuid.uuid4().hex}",
             version=version,
@@ -181,6 +188,7 @@ class ChatService:
             generation_ids=[new_generation_id() for _ in samplings],
             begun=False,
         )
+        return other
 
     def pending_records(self, p: PreparedChat) -> list[GenerationRecord]:
         """The rows `begin` writes; callers that store more in one transaction use these."""

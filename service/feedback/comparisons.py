@@ -79,7 +79,7 @@ class ComparisonService:
         """Check the request, pick two versions, shuffle sides, store the rows. Nothing runs yet."""
         first_version, second_version = self._registry.comparison_pair()
         first = self._chat.prepare(
-            req.to_chat(), source=source, user_id=user_id, version=first_version
+            req.to_chat(), source=source, user_id=user_id, version=first_version, sides=2
         )
         second = self._chat.variant(first, second_version, seed_offset=1)
         a, b = (first, second) if secrets.randbelow(2) == 0 else (second, first)
