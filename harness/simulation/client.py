@@ -259,6 +259,13 @@ async def open_user(
     return UserClient(_http(base_url, timeout_s, headers=headers), name, max_wait_s, key_id=key_id)
 
 
+def open_operator(base_url: str, admin_token: str, *, timeout_s: float = 600.0) -> UserClient:
+    """A client with the operator token: the benchmark's own measurements (pinned
+    versions, many requests at once), which no user's limits should slow or refuse."""
+    headers = {"Authorization": f"Bearer {admin_token}"}
+    return UserClient(_http(base_url, timeout_s, headers=headers), "operator", 300.0)
+
+
 async def revoke_key(base_url: str, admin_token: str, key_id: str) -> None:
     async with _http(base_url, 30.0, headers={"Authorization": f"Bearer {admin_token}"}) as c:
         await c.delete(f"/v1/admin/keys/{key_id}")

@@ -42,7 +42,7 @@ from typing import Any, Literal
 
 import httpx
 
-from harness.simulation.client import ApiError, open_user
+from harness.simulation.client import ApiError, open_operator
 from harness.simulation.gold import Gold, gold_spec, load_gold
 from harness.simulation.prompts import Prompt, load_prompts
 from harness.simulation.run import SimulationResult, VersionStats, simulate
@@ -418,7 +418,7 @@ async def _sample_version(
 ) -> tuple[dict[int, _Sample], int]:
     """Replies of `version` (pinned) to each prompt with its seed, gold-scored. Returns the
     samples by prompt index and the count of failed prompts."""
-    client = await open_user(base_url, "loop evaluator", admin_token=admin_token)
+    client = open_operator(base_url, admin_token)
     out: dict[int, _Sample] = {}
     errors = 0
     sem = asyncio.Semaphore(concurrency)
