@@ -54,6 +54,30 @@ def test_a_length_preference_goes_to_the_length_term(tiny_model_dir: Path) -> No
     assert m["accuracy"] >= 0.9
 
 
+def test_the_policy_is_rewarded_without_length_where_votes_do_not_ask_for_it(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    rm = HeadRewardModel.fresh(tiny_model_dir, CFG)
+    rm.fit(_length_pairs(80, seed=3), [], CFG)
+    test = _length_pairs(40, seed=4)
+    prompts = [p.prompt for p in test]
+
+    def longer_wins(score: object) -> float:
+        long_ = score(prompts, [p.chosen for p in test])  # type: ignore[operator]
+        short = score(prompts, [p.rejected for p in test])  # type: ignore[operator]
+        return float(np.mean([a > b for a, b in zip(long_, short, strict=True)]))
+
+    assert rm.policy_scorer(reward_length=True) == rm.score
+    assert longer_wins(rm.policy_scorer(reward_length=True)) >= 0.9
+    assert 0.2 <= longer_wins(rm.policy_scorer(reward_length=False)) <= 0.8
+    rm.save(tmp_path / "rm")
+    loaded = HeadRewardModel.load(tmp_path / "rm")
+    q = rm.policy_scorer(reward_length=False)
+    assert loaded.policy_scorer(reward_length=False)(prompts, [p.chosen for p in test]) == (
+        pytest.approx(q(prompts, [p.chosen for p in test]))
+    )
+
+
 def test_features_are_computed_once_and_kept_on_disk(tiny_model_dir: Path, tmp_path: Path) -> None:
     cache = tmp_path / "features.npz"
     pairs = marker_pairs(24, seed=5)

@@ -40,7 +40,15 @@ import numpy as np
 
 from trainer.chat import encode_chat, quiet_transformers
 from trainer.config import RewardConfig
-from trainer.records import Messages, Pair, ProgressFn, Unpaired, no_progress, prompt_key
+from trainer.records import (
+    Messages,
+    Pair,
+    ProgressFn,
+    ScoreFn,
+    Unpaired,
+    no_progress,
+    prompt_key,
+)
 
 META_FILE = "reward_model.json"
 HEAD_FILE = "head.npz"
@@ -193,6 +201,9 @@ class Head:
     # would chase or flee that extrapolation instead of what the votes said
     low: float = -np.inf
     high: float = np.inf
+    # the same for the score without its length term (`quality`)
+    quality_low: float = -np.inf
+    quality_high: float = np.inf
 
     def design(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(phi_perp, loglen): standardized, length taken out; the standardized log length."""
@@ -207,6 +218,16 @@ class Head:
         out: np.ndarray = np.clip(self.raw_score(rows), self.low, self.high)
         return out
 
+    def raw_quality(self, rows: np.ndarray) -> np.ndarray:
+        phi, _ = self.design(rows)
+        out: np.ndarray = phi @ self.w + self.bias
+        return out
+
+    def quality(self, rows: np.ndarray) -> np.ndarray:
+        """The score without `length_coef * loglen`: what does not move with length."""
+        out: np.ndarray = np.clip(self.raw_quality(rows), self.quality_low, self.quality_high)
+        return out
+
     def save(self, path: Path) -> None:
         np.savez(
             path,
@@ -215,15 +236,16 @@ class Head:
             length=np.array([self.length_mean, self.length_scale, self.length_coef, self.bias]),
             beta=self.beta,
             w=self.w,
-            range=np.array([self.low, self.high]),
+            range=np.array([self.low, self.high, self.quality_low, self.quality_high]),
         )
 
     @classmethod
     def load(cls, path: Path) -> Head:
         with np.load(path) as z:
             lm, ls, lc, b = (float(v) for v in z["length"])
-            low, high = (float(v) for v in z["range"]) if "range" in z else (-np.inf, np.inf)
-            return cls(z["mean"], z["scale"], lm, ls, z["beta"], z["w"], lc, b, low, high)
+            bounds = [float(v) for v in z["range"]] if "range" in z else []
+            bounds += [-np.inf, np.inf] * ((4 - len(bounds)) // 2)
+            return cls(z["mean"], z["scale"], lm, ls, z["beta"], z["w"], lc, b, *bounds)
 
 
 def _design(
@@ -408,8 +430,14 @@ class HeadRewardModel:
         prob = _problem(std, chosen, rejected, weights, single, signs, cfg.unpaired_weight)
         w, c, b = _solve(prob, chosen_fit.lam)
         head = Head(*std, w=w, length_coef=c, bias=b)
-        seen = head.raw_score(all_rows)
-        self.head = replace(head, low=float(seen.min()), high=float(seen.max()))
+        seen, quality = head.raw_score(all_rows), head.raw_quality(all_rows)
+        self.head = replace(
+            head,
+            low=float(seen.min()),
+            high=float(seen.max()),
+            quality_low=float(quality.min()),
+            quality_high=float(quality.max()),
+        )
         self.last_fit = chosen_fit
         progress(len(LAMBDAS) + 1, len(LAMBDAS) + 1, {"lambda": chosen_fit.lam})
         m = prob.diff @ w + c * prob.diff_len if len(pairs) else np.zeros(0)
@@ -441,6 +469,25 @@ class HeadRewardModel:
         if len(rows) == 0:
             return []
         return [float(v) for v in self.head.score(rows)]
+
+    def policy_scorer(self, reward_length: bool) -> ScoreFn:
+        """The full score where the votes reward length; else the score without its length
+        term, so a policy gains nothing by growing or shrinking its replies where users did
+        not ask for that (a round's candidate had won 0.672 by length alone and 0.450 at
+        equal length, and the gate refused it)."""
+        if reward_length:
+            return self.score
+        return self._quality_score
+
+    def _quality_score(
+        self, prompts: Sequence[Messages], replies: Sequence[str], batch_size: int = 16
+    ) -> list[float]:
+        if self.head is None:
+            raise ValueError("the reward head is not fitted")
+        rows = self.features.features(prompts, replies, batch_size)
+        if len(rows) == 0:
+            return []
+        return [float(v) for v in self.head.quality(rows)]
 
     def save(self, dest: Path) -> None:
         if self.head is None:

@@ -16,6 +16,8 @@ Messages = tuple[tuple[str, str], ...]  # ((role, content), ...): hashable chat 
 
 # A progress report: (step done, steps in total, metrics of this step).
 ProgressFn = Callable[[int, int, dict[str, float]], None]
+# replies to prompts -> one reward each (what a policy update is trained on)
+ScoreFn = Callable[[Sequence[Messages], Sequence[str]], list[float]]
 
 
 def no_progress(step: int, total: int, metrics: dict[str, float]) -> None:

@@ -37,7 +37,7 @@ from typing import Any, Protocol
 from store.lengthcontrol import length_balanced_accuracy
 from trainer.chat import chat_head, encode_chat, quiet_transformers
 from trainer.config import RewardConfig
-from trainer.records import Messages, Pair, ProgressFn, Unpaired, no_progress
+from trainer.records import Messages, Pair, ProgressFn, ScoreFn, Unpaired, no_progress
 
 META_FILE = "reward_model.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -77,6 +77,11 @@ class RewardModel(Scorer, Protocol):
     def keep_features(self) -> None:
         """Persist what scoring computed that later rounds can reuse (a no-op for a model
         without a cache)."""
+
+    def policy_scorer(self, reward_length: bool) -> ScoreFn:
+        """What the policy is trained on. `reward_length` False (the votes do not reward
+        length): the score without the part that follows length, where the model has one
+        (after ODIN, Chen et al. 2024, whose RL uses the quality head only)."""
 
 
 def create_reward_model(
@@ -310,6 +315,10 @@ class RewardNet:
 
     def keep_features(self) -> None:
         """Nothing to keep: the LoRA RM has no feature cache."""
+
+    def policy_scorer(self, reward_length: bool) -> ScoreFn:
+        """The score as it is: the LoRA RM has no separate length term to leave out."""
+        return self.score
 
     # -- scoring -----------------------------------------------------------------------
 

@@ -38,7 +38,7 @@ from trainer.config import TrainConfig, as_dict
 from trainer.data import build_round_data, split_halves, stop_reason
 from trainer.gate import gate
 from trainer.lock import TrainingLock
-from trainer.records import Pair, RoundData, Snapshot, Unpaired
+from trainer.records import Pair, RoundData, ScoreFn, Snapshot, Unpaired
 from trainer.reward import RewardModel, create_reward_model, pair_metrics
 from trainer.runs import RunRecorder, claim_queued, reap_orphans
 from trainer.snapshot import take_snapshot
@@ -169,7 +169,11 @@ def _phases(ctx: RoundContext, cfg: TrainConfig, rec: RunRecorder) -> RoundOutco
     rec.phase("reward")
     reward = _reward_model(ctx, cfg, rec, inputs, data)
     rec.phase("policy")
-    policy, tokenizer = _update_policy(cfg, rec, inputs, data, reward.model)
+    if not reward.length.rewards_length:
+        rec.log("policy: rewarded without the RM's length term (the votes do not reward length)")
+    policy, tokenizer = _update_policy(
+        cfg, rec, inputs, data, reward.model.policy_scorer(reward.length.rewards_length)
+    )
     rec.phase("evaluate")
     ev = _evaluate(cfg, rec, inputs, data, reward, policy, tokenizer)
     reasons = gate(ev.summary, cfg.evaluation, votes_reward_length=reward.length.rewards_length)
@@ -347,10 +351,11 @@ def _check_reward_model(
 
 
 def _update_policy(
-    cfg: TrainConfig, rec: RunRecorder, inputs: _Inputs, data: RoundData, rm: RewardModel
+    cfg: TrainConfig, rec: RunRecorder, inputs: _Inputs, data: RoundData, reward_fn: ScoreFn
 ) -> tuple[Any, Any]:
     """(policy, tokenizer): the serving version's adapter, or a new one on v0, trained on
-    rollouts the RM scores. Stops the round when the update kept no step."""
+    rollouts `reward_fn` scores (the RM, without its length term where the votes do not
+    reward length). Stops the round when the update kept no step."""
     from trainer.policy import train_policy
     from trainer.policy.model import load_policy
 
@@ -363,7 +368,7 @@ def _update_policy(
         policy,
         tokenizer,
         data.train_prompts,
-        rm.score,
+        reward_fn,
         cfg.policy,
         seed=cfg.seed,
         progress=rec.progress,
