@@ -21,7 +21,7 @@ from service.chat.tokenizer import ChatTokenizer
 from service.errors import NotReady, RateLimited
 from service.feedback.comparisons import ComparisonService
 from service.identity.auth import Authenticator
-from service.identity.limits import LimitsStoreError, RateLimits, Rule, parse_rule, retry_after
+from service.identity.limits import LimitsStoreError, RateLimits, Rule, parse_rule
 from service.identity.ratelimit import RateLimiter, retry_after_seconds
 from service.identity.store import OPERATOR_USER_ID
 from service.metrics import Metrics
@@ -90,8 +90,8 @@ class Runtime:
             raise RateLimited(f"too many votes; try again in {seconds} s", retry_after_s=seconds)
 
     def charge_generation(self, p: PreparedChat, sides: int = 1) -> None:
-        """Count a planned generation (a chat, one side of a comparison) against its
-        caller's requests and tokens per window: RateLimited (429, Retry-After) when
+        """Count a planned generation (a chat, or a comparison's `sides` at once) against
+        its caller's requests and tokens per window: RateLimited (429, Retry-After) when
         either is spent. Tokens are the ones asked for (max_tokens per choice), so the
         budget bounds what a caller can make the engine do before it runs. The operator
         is not limited. Called in the event loop: the memory store answers at once; a
@@ -99,53 +99,36 @@ class Runtime:
         if p.user_id is None or p.user_id == OPERATOR_USER_ID:
             return
         s = self.settings
-        charges = (
-            (
-                parse_rule("generation_requests_per_user", s.generation_requests_per_user),
-                sides,
-                "requests",
-            ),
-            (
-                parse_rule("generation_tokens_per_user", s.generation_tokens_per_user),
-                sides * sum(x.max_tokens for x in p.samplings),
-                "tokens",
-            ),
-        )
-        for rule, cost, what in charges:
-            wait = self._hit(rule, p.user_id, cost)
-            if wait > 0:
-                seconds = retry_after(wait)
-                raise RateLimited(
-                    f"too many generation {what} ({rule.text} per caller); try again in "
-                    f"{seconds} s",
-                    retry_after_s=seconds,
-                )
-
-    def _hit(self, rule: Rule, key: str, cost: int = 1) -> float:
-        try:
-            return self.rate_limits.hit(rule, key, cost)
-        except LimitsStoreError as e:
-            log.error("rate limit store unreachable: %s", e)
-            raise NotReady("the rate limit store is unreachable; try again shortly") from None
+        requests = parse_rule("generation_requests_per_user", s.generation_requests_per_user)
+        tokens = parse_rule("generation_tokens_per_user", s.generation_tokens_per_user)
+        self._take(requests, p.user_id, "generation requests per caller", sides)
+        asked = sides * sum(x.max_tokens for x in p.samplings)
+        self._take(tokens, p.user_id, "generation tokens per caller", asked)
 
     def take_session_mint(self, address: str) -> None:
         """Count a new anonymous session against its client address and the whole service;
         RateLimited (429, Retry-After) when either is spent, NotReady (503) when the limit
         store cannot be reached. Blocking: call in a thread."""
         s = self.settings
-        checks = (
-            (parse_rule("session_mints_per_address", s.session_mints_per_address), address),
-            (parse_rule("session_mints_global", s.session_mints_global), "*"),
-        )
-        for rule, key in checks:
-            wait = self._hit(rule, key)
-            if wait > 0:
-                seconds = retry_after(wait)
-                who = "your address" if key != "*" else "this server"
-                raise RateLimited(
-                    f"too many new sessions from {who} ({rule.text}); try again in {seconds} s",
-                    retry_after_s=seconds,
-                )
+        per_address = parse_rule("session_mints_per_address", s.session_mints_per_address)
+        self._take(per_address, address, "new sessions from your address")
+        service_wide = parse_rule("session_mints_global", s.session_mints_global)
+        self._take(service_wide, "*", "new sessions on this server")
+
+    def _take(self, rule: Rule, key: str, what: str, cost: int = 1) -> None:
+        """Spend `cost` of `rule` for `key`: RateLimited saying `what` ran out, or NotReady
+        when the limit store cannot be reached."""
+        try:
+            wait = self.rate_limits.hit(rule, key, cost)
+        except LimitsStoreError as e:
+            log.error("rate limit store unreachable: %s", e)
+            raise NotReady("the rate limit store is unreachable; try again shortly") from None
+        if wait > 0:
+            seconds = retry_after_seconds(wait)
+            raise RateLimited(
+                f"too many {what} ({rule.text}); try again in {seconds} s",
+                retry_after_s=seconds,
+            )
 
     def comparison_service(self) -> ComparisonService:
         self.chat_service()

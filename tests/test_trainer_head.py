@@ -115,7 +115,7 @@ def test_scores_stay_within_what_the_training_replies_scored(
     odd = ["zzzz qqqq " * 40, "\u00e9\u00e9\u00e9 ###### @@@@ " * 12, "a"]
     prompts = [marker_pairs(1, seed=8)[0].prompt] * len(odd)
     rows = fitted.features.features(prompts, odd)
-    raw = head.raw_score(rows)
+    raw = head.raw(rows)[0]
     scores = fitted.score(prompts, odd)
     assert (raw < head.low).any() or (raw > head.high).any(), (raw, head.low, head.high)
     assert all(head.low <= s <= head.high for s in scores)

@@ -209,23 +209,19 @@ class Head:
         """(phi_perp, loglen): standardized, length taken out; the standardized log length."""
         return _design(rows, self.mean, self.scale, self.length_mean, self.length_scale, self.beta)
 
-    def raw_score(self, rows: np.ndarray) -> np.ndarray:
+    def raw(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(score, quality) before clipping; quality is the score without
+        `length_coef * loglen`, what does not move with length."""
         phi, ell = self.design(rows)
-        out: np.ndarray = phi @ self.w + self.length_coef * ell + self.bias
-        return out
+        quality: np.ndarray = phi @ self.w + self.bias
+        return quality + self.length_coef * ell, quality
 
     def score(self, rows: np.ndarray) -> np.ndarray:
-        out: np.ndarray = np.clip(self.raw_score(rows), self.low, self.high)
-        return out
-
-    def raw_quality(self, rows: np.ndarray) -> np.ndarray:
-        phi, _ = self.design(rows)
-        out: np.ndarray = phi @ self.w + self.bias
+        out: np.ndarray = np.clip(self.raw(rows)[0], self.low, self.high)
         return out
 
     def quality(self, rows: np.ndarray) -> np.ndarray:
-        """The score without `length_coef * loglen`: what does not move with length."""
-        out: np.ndarray = np.clip(self.raw_quality(rows), self.quality_low, self.quality_high)
+        out: np.ndarray = np.clip(self.raw(rows)[1], self.quality_low, self.quality_high)
         return out
 
     def save(self, path: Path) -> None:
@@ -430,7 +426,7 @@ class HeadRewardModel:
         prob = _problem(std, chosen, rejected, weights, single, signs, cfg.unpaired_weight)
         w, c, b = _solve(prob, chosen_fit.lam)
         head = Head(*std, w=w, length_coef=c, bias=b)
-        seen, quality = head.raw_score(all_rows), head.raw_quality(all_rows)
+        seen, quality = head.raw(all_rows)
         self.head = replace(
             head,
             low=float(seen.min()),
@@ -463,12 +459,7 @@ class HeadRewardModel:
     def score(
         self, prompts: Sequence[Messages], replies: Sequence[str], batch_size: int = 16
     ) -> list[float]:
-        if self.head is None:
-            raise ValueError("the reward head is not fitted")
-        rows = self.features.features(prompts, replies, batch_size)
-        if len(rows) == 0:
-            return []
-        return [float(v) for v in self.head.score(rows)]
+        return self._scores(prompts, replies, batch_size, length=True)
 
     def policy_scorer(self, reward_length: bool) -> ScoreFn:
         """The full score where the votes reward length; else the score without its length
@@ -477,17 +468,19 @@ class HeadRewardModel:
         equal length, and the gate refused it)."""
         if reward_length:
             return self.score
-        return self._quality_score
+        return lambda prompts, replies: self._scores(prompts, replies, 16, length=False)
 
-    def _quality_score(
-        self, prompts: Sequence[Messages], replies: Sequence[str], batch_size: int = 16
+    def _scores(
+        self, prompts: Sequence[Messages], replies: Sequence[str], batch_size: int, length: bool
     ) -> list[float]:
+        """Clipped scores of the replies: with the length term, or without it."""
         if self.head is None:
             raise ValueError("the reward head is not fitted")
         rows = self.features.features(prompts, replies, batch_size)
         if len(rows) == 0:
             return []
-        return [float(v) for v in self.head.quality(rows)]
+        out = self.head.score(rows) if length else self.head.quality(rows)
+        return [float(v) for v in out]
 
     def save(self, dest: Path) -> None:
         if self.head is None:

@@ -14,6 +14,8 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+import numpy as np
+
 from harness.simulation.gold import Gold
 from harness.simulation.users import DEFAULT_FLIP_RATE, SimulatedUser
 from trainer.records import Messages, Pair, Snapshot
@@ -100,14 +102,10 @@ def gold_profile(snap: Snapshot, gold: Gold) -> GoldProfile:
     """`GoldProfile` over the snapshot's distinct (prompt, reply) texts, compared or rated."""
     seen = {(prompt_text(r.prompt), r.text) for c in snap.comparisons for r in (c.a, c.b)}
     seen |= {(prompt_text(v.reply.prompt), v.reply.text) for v in snap.ratings}
-    scores = [gold(p, t) for p, t in seen]
-    words = [float(len(t.split())) for _, t in seen]
-    if not scores:
+    if not seen:
         return GoldProfile(0, None, None, None)
-    n = len(scores)
-    ms, mw = sum(scores) / n, sum(words) / n
-    cov = sum((s - ms) * (w - mw) for s, w in zip(scores, words, strict=True))
-    vs = sum((s - ms) ** 2 for s in scores)
-    vw = sum((w - mw) ** 2 for w in words)
-    corr = cov / (vs * vw) ** 0.5 if vs > 0 and vw > 0 else None
-    return GoldProfile(n, corr, sum(s > 0.5 for s in scores) / n, ms)
+    scores = np.array([gold(p, t) for p, t in seen])
+    words = np.array([len(t.split()) for _, t in seen], dtype=float)
+    varies = scores.std() > 0 and words.std() > 0
+    corr = float(np.corrcoef(scores, words)[0, 1]) if varies else None
+    return GoldProfile(len(scores), corr, float((scores > 0.5).mean()), float(scores.mean()))

@@ -12,7 +12,6 @@ uncounted: these limits are what keeps a script from minting users without end.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -87,8 +86,3 @@ class RateLimits:
         """Forget `key`'s counts under `rule` (an operator lifting a limit, tests)."""
         for w in rule.windows:
             self._strategy.clear(w, self._namespace, rule.name, key)
-
-
-def retry_after(wait_s: float) -> int:
-    """Retry-After is whole seconds; rounded up so a client that obeys it gets through."""
-    return max(1, math.ceil(wait_s))
