@@ -159,7 +159,9 @@ class Runtime:
                 self.metrics,
                 charge=self.charge_generation,
             )
-            self.comparisons = ComparisonService(chat, self.registry, self.sessions)
+            self.comparisons = ComparisonService(
+                chat, self.registry, self.sessions, self.settings.comparison_temperature
+            )
             self.chat = chat
             self.phase = Phase.READY
             self._poller = asyncio.get_running_loop().create_task(self.registry.run_forever())

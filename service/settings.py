@@ -42,6 +42,9 @@ class Settings(StoreSettings):
     # config). OpenAI's default of 1.0 makes a 135M model ramble.
     default_temperature: float = Field(0.7, ge=0.0, le=2.0)
     default_top_p: float = Field(0.95, gt=0.0, le=1.0)
+    # Comparisons always sample (never greedy) with a seed the server draws: a caller
+    # who could reproduce one side could tell the sides apart before voting.
+    comparison_temperature: float = Field(0.7, gt=0.0, le=2.0)
     max_messages: int = Field(64, ge=1)
     max_n: int = Field(4, ge=1)
     max_stop_sequences: int = Field(4, ge=0)

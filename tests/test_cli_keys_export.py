@@ -78,13 +78,13 @@ def run(capsys: pytest.CaptureFixture[str], where: list[str]) -> Run:
 
 def _listed(out: str) -> list[dict[str, str]]:
     header, *lines = out.splitlines()
-    assert header.split() == ["ID", "PREFIX", "CREATED", "STATE", "NAME"]
+    assert header.split() == ["ID", "PREFIX", "CREATED", "STATE", "SCOPES", "NAME"]
     rows = []
     for line in lines:
-        key_id, prefix, day, clock, state, name = line.split(maxsplit=5)
+        key_id, prefix, day, clock, state, scopes, name = line.split(maxsplit=6)
         rows.append(
             {"id": key_id, "prefix": prefix, "created": f"{day} {clock}", "state": state,
-             "name": name}
+             "scopes": scopes, "name": name}
         )  # fmt: skip
     return rows
 
@@ -119,6 +119,25 @@ def test_keys_create_prints_only_the_secret(run: Run, tmp_path: Path) -> None:
     assert ident is not None and (ident.user_id, ident.key_id) == (key.user_id, key.id)
 
 
+def test_keys_create_with_the_pin_scope(run: Run, tmp_path: Path) -> None:
+    code, out, err = run("keys", "create", "--name", "eval", "--scope", "pin")
+    assert code == 0 and "(eval, scopes: pin)" in err
+    [key] = fetch(_url(tmp_path), ApiKey)
+    assert key.scopes == "pin"
+    eng = make_engine(_url(tmp_path))
+    try:
+        with session_scope(make_session_factory(eng)) as s:
+            ident = store.identity_for_key(s, out.strip())
+    finally:
+        eng.dispose()
+    assert ident is not None and ident.may_pin and not ident.is_operator
+    [row] = _listed(run("keys", "list")[1])
+    assert row["scopes"] == "pin"
+    with pytest.raises(SystemExit):  # argparse: "invalid choice: 'admin'"
+        run("keys", "create", "--name", "x", "--scope", "admin")
+    assert len(fetch(_url(tmp_path), ApiKey)) == 1
+
+
 def test_keys_list_and_revoke(run: Run, tmp_path: Path) -> None:
     code, out, _ = run("keys", "list")
     assert code == 0 and _listed(out) == []
@@ -137,6 +156,8 @@ def test_keys_list_and_revoke(run: Run, tmp_path: Path) -> None:
     created = datetime.strptime(listed[0]["created"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
     assert abs(datetime.now(UTC) - created) < timedelta(minutes=5)
     assert ci not in out and laptop not in out  # secrets are never shown again
+
+    assert [k["scopes"] for k in listed] == ["-", "-"]
 
     code, out, err = run("keys", "revoke", keys["ci"].id)
     assert (code, out) == (0, "")

@@ -233,22 +233,26 @@ def test_comparison_vote_reveals_versions_once(app: tuple[TestClient, str]) -> N
     )
 
 
-def test_comparison_sides_are_shuffled(make_client: MakeClient) -> None:
-    """The first sample (seed s) lands on side a about half the time, never always."""
-    client = make_client(engine=FakeEngine("x"))
-    seeds_on_a = set()
-    for i in range(16):
-        r = client.post(COMPARE, json={"messages": HELLO, "seed": 100 * i, "max_tokens": 2})
+def test_comparison_sides_are_shuffled_and_sampled_by_the_server(make_client: MakeClient) -> None:
+    """Side a gets the first seed (s) about half the time, never always; the seeds and
+    the temperature are the server's, so no caller can reproduce a side."""
+    client = make_client(engine=FakeEngine("x"), comparison_temperature=0.9)
+    seeds_on_a, firsts = set(), set()
+    for _ in range(16):
+        r = client.post(COMPARE, json={"messages": HELLO, "max_tokens": 2})
         cmp = r.json()
         gens = {
             g.id: g
             for g in fetch(str(client.app.state.runtime.settings.resolved_database_url), Generation)
         }
-        seed_a = gens[cmp["a"]["generation_id"]].sampling["seed"]
-        seed_b = gens[cmp["b"]["generation_id"]].sampling["seed"]
-        assert {seed_a, seed_b} == {100 * i, 100 * i + 1}
-        seeds_on_a.add(seed_a == 100 * i)
+        a, b = gens[cmp["a"]["generation_id"]].sampling, gens[cmp["b"]["generation_id"]].sampling
+        first = min(a["seed"], b["seed"])
+        assert {a["seed"], b["seed"]} == {first, first + 1}
+        assert a["temperature"] == b["temperature"] == 0.9
+        seeds_on_a.add(a["seed"] == first)
+        firsts.add(first)
     assert seeds_on_a == {True, False}
+    assert len(firsts) == 16
 
 
 def test_comparison_request_refusals(app: tuple[TestClient, str]) -> None:
@@ -258,7 +262,9 @@ def test_comparison_request_refusals(app: tuple[TestClient, str]) -> None:
         {"messages": []},
         {"messages": HELLO, "model": "loopchat@v0"},  # versions are hidden: no choosing
         {"messages": HELLO, "n": 2},
-        {"messages": HELLO, "temperature": 5},
+        {"messages": HELLO, "temperature": 0},  # sampling is the server's: no reproducing
+        {"messages": HELLO, "seed": 7},
+        {"messages": HELLO, "top_p": 0.1},
         {"messages": [{"role": "assistant", "content": "x"}]},
     ):
         assert_error(client.post(COMPARE, json=body, headers=dev), 422)

@@ -323,7 +323,8 @@ def test_bad_frames_get_errors_and_change_nothing(make_client: MakeClient, db_ur
             {"messages": HELLO, "model": "loopchat@v0"},  # versions are hidden: no choosing
             {"messages": HELLO, "n": 2},
             {"messages": []},
-            {"messages": HELLO, "temperature": 5},
+            {"messages": HELLO, "temperature": 0},
+            {"messages": HELLO, "seed": 3},
             {"messages": [{"role": "assistant", "content": "x"}]},
             {"messages": HELLO, "max_tokens": 100_000},
         ]

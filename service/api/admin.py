@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import ExitStack
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from service.api.deps import RuntimeDep, operator
 from service.api.openapi import OPERATOR, errors
@@ -28,7 +28,15 @@ router = APIRouter(
 
 
 class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     name: str = Field(min_length=1, max_length=200, description="Who or what the key is for.")
+    scopes: list[Literal["pin"]] = Field(
+        default_factory=list,
+        max_length=len(store.KEY_SCOPES),
+        description="Grants beyond chat and votes. pin: use any loaded version "
+        "(`loopchat@v3`), not only the alias and the serving version.",
+    )
 
 
 class KeyOut(BaseModel):
@@ -38,6 +46,7 @@ class KeyOut(BaseModel):
     user_id: str
     created_at: UtcDatetime
     revoked_at: UtcDatetime | None
+    scopes: list[str]
 
 
 class KeyCreated(KeyOut):
@@ -51,7 +60,7 @@ def _key_out(k: KeyInfo) -> KeyOut:
 @router.post("/keys", response_model=KeyCreated, status_code=201)
 def create_key(body: KeyCreate, runtime: RuntimeDep) -> KeyCreated:
     with session_scope(runtime.sessions) as s:
-        info, secret = store.create_api_key(s, body.name)
+        info, secret = store.create_api_key(s, body.name, tuple(body.scopes))
     return KeyCreated(**info.__dict__, key=secret)
 
 

@@ -39,7 +39,7 @@ def usage_of(result: ChatResult) -> Usage:
 async def chat_completions(
     body: ChatCompletionRequest, user: UserDep, chat: ChatDep, request: Request
 ) -> JSONResponse | StreamingResponse:
-    prepared = chat.prepare(body, source="api", user_id=user.user_id)
+    prepared = chat.prepare(body, source="api", user_id=user.user_id, may_pin=user.may_pin)
     headers = {"X-Policy-Version": prepared.public_model}
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)

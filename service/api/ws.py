@@ -136,7 +136,11 @@ async def ws_chat(ws: WebSocket) -> None:
                     req = _model(ChatFrame, frame)
                     conv = req.conversation_id
                     prepared = chat.prepare(
-                        req, source="ws", user_id=user.user_id, conversation_id=conv
+                        req,
+                        source="ws",
+                        user_id=user.user_id,
+                        conversation_id=conv,
+                        may_pin=user.may_pin,
                     )
                     saver = None
                     if conv is not None:

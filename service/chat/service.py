@@ -141,10 +141,12 @@ class ChatService:
         conversation_id: str | None = None,
         version: LiveVersion | None = None,
         sides: int = 1,
+        may_pin: bool = False,
     ) -> PreparedChat:
         """Check `req` and plan it; `version` overrides the one `req.model` names. `sides`:
-        how many times it will run (a comparison's two sides are charged together)."""
-        version = version or self._registry.resolve(req.model, user_id)
+        how many times it will run (a comparison's two sides are charged together);
+        `may_pin`: the caller may name versions other than the serving one."""
+        version = version or self._registry.resolve(req.model, user_id, may_pin)
         if not self._engine.ready:
             raise NotReady("the model is still loading; try again shortly")
         lim = self._limits

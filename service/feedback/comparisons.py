@@ -69,17 +69,23 @@ class ComparisonPlan:
 
 class ComparisonService:
     def __init__(
-        self, chat: ChatService, registry: PolicyRegistry, sessions: sessionmaker[Session]
+        self,
+        chat: ChatService,
+        registry: PolicyRegistry,
+        sessions: sessionmaker[Session],
+        temperature: float = 0.7,
     ):
         self._chat = chat
         self._registry = registry
         self._sessions = sessions
+        self._temperature = temperature
 
     async def start(self, req: ComparisonRequest, user_id: str, source: str) -> ComparisonPlan:
         """Check the request, pick two versions, shuffle sides, store the rows. Nothing runs yet."""
         first_version, second_version = self._registry.comparison_pair()
+        chat = req.to_chat(self._temperature, seed=secrets.randbelow(2**31))
         first = self._chat.prepare(
-            req.to_chat(), source=source, user_id=user_id, version=first_version, sides=2
+            chat, source=source, user_id=user_id, version=first_version, sides=2
         )
         second = self._chat.variant(first, second_version, seed_offset=1)
         a, b = (first, second) if secrets.randbelow(2) == 0 else (second, first)
@@ -110,7 +116,13 @@ class ComparisonService:
     async def stream(
         self, plan: ComparisonPlan
     ) -> AsyncIterator[tuple[str, ChoiceDelta | ChatResult]]:
-        """Both replies as they come, interleaved: ("a" | "b", delta or final result)."""
+        """Both replies, released in step: ("a" | "b", delta or final result).
+
+        While both sides generate, a delta of one side goes out only with a delta of the
+        other, so both advance at the slower side's pace; once one side has ended, the
+        rest of the other is held until it ends too. The two versions may decode at
+        different speeds (an adapter costs time), and a voter who saw which side ran
+        faster could tell the canary before voting."""
         queue: asyncio.Queue[tuple[str, ChoiceDelta | ChatResult | BaseException]] = asyncio.Queue()
 
         async def pump(side: str) -> None:
@@ -122,15 +134,27 @@ class ComparisonService:
                 queue.put_nowait((side, e))
 
         tasks = [asyncio.create_task(pump(side)) for side in ("a", "b")]
-        finished = 0
+        held: dict[str, list[ChoiceDelta]] = {"a": [], "b": []}
+        results: dict[str, ChatResult] = {}
         try:
-            while finished < 2:
+            while len(results) < 2:
                 side, ev = await queue.get()
                 if isinstance(ev, BaseException):
                     raise ev
                 if isinstance(ev, ChatResult):
-                    finished += 1
-                yield side, ev
+                    results[side] = ev
+                    continue
+                if not ev.text:
+                    continue
+                held[side].append(ev)
+                while held["a"] and held["b"]:
+                    yield "a", held["a"].pop(0)
+                    yield "b", held["b"].pop(0)
+            for side in ("a", "b"):
+                for delta in held[side]:
+                    yield side, delta
+            for side in ("a", "b"):
+                yield side, results[side]
         finally:
             for t in tasks:
                 t.cancel()

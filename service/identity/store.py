@@ -13,12 +13,27 @@ from store.db.models import ApiKey, User, UserKind, utcnow
 
 OPERATOR_USER_ID = "usr-operator"
 
+# What a key may be granted. `pin`: name a policy version other than the serving one
+# (`loopchat@v3`); without it a caller cannot choose the canary and so cannot tell a
+# comparison's sides apart by reproducing them.
+KEY_SCOPES = ("pin",)
+
 
 @dataclass(frozen=True)
 class Identity:
     user_id: str
     kind: UserKind
     key_id: str | None = None
+    scopes: frozenset[str] = frozenset()
+
+    @property
+    def is_operator(self) -> bool:
+        return self.kind is UserKind.OPERATOR
+
+    @property
+    def may_pin(self) -> bool:
+        """May name any loaded version, not only the alias and the serving version."""
+        return self.is_operator or "pin" in self.scopes
 
 
 @dataclass(frozen=True)
@@ -29,19 +44,35 @@ class KeyInfo:
     user_id: str
     created_at: datetime
     revoked_at: datetime | None
+    scopes: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, k: ApiKey) -> KeyInfo:
-        return cls(k.id, k.name, k.prefix, k.user_id, k.created_at, k.revoked_at)
+        return cls(k.id, k.name, k.prefix, k.user_id, k.created_at, k.revoked_at, _scopes(k.scopes))
 
 
-def create_api_key(session: Session, name: str) -> tuple[KeyInfo, str]:
+def _scopes(text: str | None) -> tuple[str, ...]:
+    return tuple(sorted(set((text or "").split())))
+
+
+def create_api_key(
+    session: Session, name: str, scopes: tuple[str, ...] = ()
+) -> tuple[KeyInfo, str]:
     """A new key holder and their key. The secret is returned here and never again."""
+    unknown = sorted(set(scopes) - set(KEY_SCOPES))
+    if unknown:
+        raise ValueError(f"unknown key scope {unknown[0]!r}; known: {', '.join(KEY_SCOPES)}")
     user = User(kind=UserKind.API_KEY, name=name)
     session.add(user)
     session.flush()
     secret = new_api_key()
-    key = ApiKey(user_id=user.id, name=name, prefix=shown_prefix(secret), key_hash=hash_key(secret))
+    key = ApiKey(
+        user_id=user.id,
+        name=name,
+        prefix=shown_prefix(secret),
+        key_hash=hash_key(secret),
+        scopes=" ".join(sorted(set(scopes))),
+    )
     session.add(key)
     session.flush()
     return KeyInfo.of(key), secret
@@ -69,7 +100,7 @@ def identity_for_key(session: Session, secret: str) -> Identity | None:
     key = session.scalars(select(ApiKey).where(ApiKey.key_hash == hash_key(secret))).first()
     if key is None or key.revoked_at is not None:
         return None
-    return Identity(key.user_id, UserKind.API_KEY, key.id)
+    return Identity(key.user_id, UserKind.API_KEY, key.id, frozenset(_scopes(key.scopes)))
 
 
 def create_anonymous_user(session: Session) -> Identity:

@@ -152,21 +152,25 @@ class PolicyRegistry:
             draw = int.from_bytes(digest[:8], "big") / 2**64
         return canary if draw < share else serving
 
-    def resolve(self, model: str, user_id: str | None = None) -> LiveVersion:
-        """`loopchat` (or empty) is routed; `loopchat@v3` or `v3` pins a loaded version."""
+    def resolve(self, model: str, user_id: str | None = None, may_pin: bool = True) -> LiveVersion:
+        """`loopchat` (or empty) is routed; `loopchat@v3` or `v3` pins a loaded version.
+
+        Without `may_pin` only the serving version can be named, and every other name
+        gets the same answer whether or not it is loaded: a caller who could pin the
+        canary could reproduce its replies and tell a comparison's sides apart."""
         name = model.strip()
         if name in ("", self._alias):
             return self.route(user_id)
         if name.startswith(self._alias + "@"):
             name = name[len(self._alias) + 1 :]
         version = self._loaded.get(name)
-        if version is None:
-            raise ModelNotFound(
-                f"The model '{model}' does not exist or is not loaded. "
-                f"GET /v1/models lists the models you can use.",
-                param="model",
-            )
-        return version
+        if version is not None and (may_pin or version.name == self.serving.name):
+            return version
+        raise ModelNotFound(
+            f"The model '{model[:80]}' does not exist or is not one you may use. "
+            f"GET /v1/models lists the models you can use.",
+            param="model",
+        )
 
     def comparison_pair(self) -> tuple[LiveVersion, LiveVersion]:
         """A comparison pits the canary against the serving version; without a canary,

@@ -164,8 +164,11 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "loopchat"
-    status: str
-    kind: str
+    status: str = Field(
+        description="serving; for operators the version's role (canary, candidate, "
+        "retained, retired); for keys that may pin, available."
+    )
+    kind: str | None = Field(None, description="base, merged or lora; shown to operators.")
 
 
 class ModelList(BaseModel):

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from service.protocol.chat import ChatCompletionRequest, ChatMessage, SamplingFields
+from service.protocol.chat import ChatCompletionRequest, ChatMessage
 from service.protocol.types import UtcDatetime
 
 Choice = Literal["a", "b", "tie", "both_bad"]
@@ -41,12 +41,18 @@ class ReasonsOut(BaseModel):
     comparison: list[str]
 
 
-class ComparisonRequest(SamplingFields):
-    """A chat request answered twice (A and B) for the caller to judge."""
+class ComparisonRequest(BaseModel):
+    """A chat request answered twice (A and B) for the caller to judge.
+
+    Sampling is the server's (temperature, seed): a caller who could ask for
+    temperature 0 could reproduce one side by pinning a version and so tell the sides
+    apart before voting. Only the length of the replies may be capped."""
 
     model_config = ConfigDict(extra="forbid")
 
     messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _last_not_assistant(self) -> ComparisonRequest:
@@ -54,9 +60,16 @@ class ComparisonRequest(SamplingFields):
             raise ValueError("the last message must not be from the assistant")
         return self
 
-    def to_chat(self) -> ChatCompletionRequest:
-        fields = self.model_dump(exclude_none=True, exclude={"messages"})
-        return ChatCompletionRequest(messages=self.messages, **fields)
+    def to_chat(self, temperature: float, seed: int) -> ChatCompletionRequest:
+        return ChatCompletionRequest.model_validate(
+            {
+                "messages": self.messages,
+                "max_tokens": self.max_tokens,
+                "max_completion_tokens": self.max_completion_tokens,
+                "temperature": temperature,
+                "seed": seed,
+            }
+        )
 
 
 class ComparisonSideOut(BaseModel):

@@ -523,7 +523,12 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** List Models */
+        /**
+         * List Models
+         * @description The alias and the versions this caller may name. Only operators see each
+         *     version's role (canary, candidate) and kind: a voter who knew which reply came
+         *     from the canary could steer its promotion.
+         */
         get: operations["list_models_v1_models_get"];
         put?: never;
         post?: never;
@@ -712,6 +717,10 @@ export interface components {
         /**
          * ComparisonRequest
          * @description A chat request answered twice (A and B) for the caller to judge.
+         *
+         *     Sampling is the server's (temperature, seed): a caller who could ask for
+         *     temperature 0 could reproduce one side by pinning a version and so tell the sides
+         *     apart before voting. Only the length of the replies may be capped.
          */
         ComparisonRequest: {
             /** Max Completion Tokens */
@@ -720,14 +729,6 @@ export interface components {
             max_tokens?: number | null;
             /** Messages */
             messages: components["schemas"]["ChatMessage"][];
-            /** Seed */
-            seed?: number | null;
-            /** Stop */
-            stop?: string | string[] | null;
-            /** Temperature */
-            temperature?: number | null;
-            /** Top P */
-            top_p?: number | null;
         };
         /** ComparisonSideOut */
         ComparisonSideOut: {
@@ -916,6 +917,11 @@ export interface components {
              * @description Who or what the key is for.
              */
             name: string;
+            /**
+             * Scopes
+             * @description Grants beyond chat and votes. pin: use any loaded version (`loopchat@v3`), not only the alias and the serving version.
+             */
+            scopes?: "pin"[];
         };
         /** KeyCreated */
         KeyCreated: {
@@ -940,6 +946,8 @@ export interface components {
             prefix: string;
             /** Revoked At */
             revoked_at: string | null;
+            /** Scopes */
+            scopes: string[];
             /** User Id */
             user_id: string;
         };
@@ -961,6 +969,8 @@ export interface components {
             prefix: string;
             /** Revoked At */
             revoked_at: string | null;
+            /** Scopes */
+            scopes: string[];
             /** User Id */
             user_id: string;
         };
@@ -1008,8 +1018,11 @@ export interface components {
             created: number;
             /** Id */
             id: string;
-            /** Kind */
-            kind: string;
+            /**
+             * Kind
+             * @description base, merged or lora; shown to operators.
+             */
+            kind?: string | null;
             /**
              * Object
              * @default model
@@ -1021,7 +1034,10 @@ export interface components {
              * @default loopchat
              */
             owned_by: string;
-            /** Status */
+            /**
+             * Status
+             * @description serving; for operators the version's role (canary, candidate, retained, retired); for keys that may pin, available.
+             */
             status: string;
         };
         /** ModelList */
