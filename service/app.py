@@ -36,6 +36,7 @@ from service.identity.auth import Authenticator, resolve_secrets
 from service.identity.credentials import CookieSigner
 from service.identity.limits import RateLimits
 from service.identity.ratelimit import RateLimiter
+from service.identity.slots import slots_for
 from service.metrics import Metrics
 from service.middleware import BodyLimit, RequestMetrics
 from service.policies.registry import PolicyRegistry, registry_config
@@ -94,6 +95,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
             ),
             vote_limiter=RateLimiter(settings.vote_rate_per_minute, settings.vote_burst),
             rate_limits=RateLimits(settings.rate_limit_storage),
+            slots=slots_for(settings.rate_limit_storage),
             pseudonym_secret=secrets.session_secret,
         )
         app.state.runtime = runtime

@@ -23,6 +23,7 @@ from service.feedback.comparisons import ComparisonService
 from service.identity.auth import Authenticator
 from service.identity.limits import LimitsStoreError, RateLimits, Rule, parse_rule
 from service.identity.ratelimit import RateLimiter, retry_after_seconds
+from service.identity.slots import MemorySlots, Slots
 from service.identity.store import OPERATOR_USER_ID
 from service.metrics import Metrics
 from service.policies.registry import PolicyRegistry
@@ -31,6 +32,34 @@ from store.db import repository
 from store.db.session import session_scope
 
 log = logging.getLogger(__name__)
+
+
+# A generation's slot frees itself after this even if its release never ran: longer than
+# any reply takes (max_new_tokens at a few tokens a second on a busy CPU).
+STREAM_LEASE_S = 900.0
+
+
+@dataclass
+class Lease:
+    """Slots a caller holds (generations in flight, an open socket); `release` once."""
+
+    slots: Slots
+    key: str
+    token: str
+    cost: int
+    done: bool = False
+
+    def renew(self, ttl_s: float) -> None:
+        if not self.done:
+            self.slots.renew(self.key, self.token, self.cost, ttl_s)
+
+    def release(self) -> None:
+        if not self.done:
+            self.done = True
+            try:
+                self.slots.give_back(self.key, self.token, self.cost)
+            except LimitsStoreError as e:  # the lease expires on its own
+                log.warning("could not free a slot of %s: %s", self.key, e)
 
 
 class Phase(StrEnum):
@@ -68,6 +97,7 @@ class Runtime:
     vote_limiter: RateLimiter
     pseudonym_secret: str
     rate_limits: RateLimits = field(default_factory=RateLimits)
+    slots: Slots = field(default_factory=MemorySlots)
     phase: Phase = Phase.STARTING
     error: str | None = None
     chat: ChatService | None = None
@@ -104,6 +134,44 @@ class Runtime:
         self._take(requests, p.user_id, "generation requests per caller", sides)
         asked = sides * sum(x.max_tokens for x in p.samplings)
         self._take(tokens, p.user_id, "generation tokens per caller", asked)
+
+    def hold_generations(self, user_id: str, count: int) -> Lease | None:
+        """Hold `count` of the caller's generations-at-once (a chat's n choices, a
+        comparison's two sides) until `release`: RateLimited (429) when they are taken.
+        None for the operator, who is not limited."""
+        limit = self.settings.generations_at_once_per_user
+        return self._hold(
+            "gen", user_id, limit, count, STREAM_LEASE_S,
+            f"too many replies at once (at most {limit} generating per caller); "
+            "wait for one to finish",
+        )  # fmt: skip
+
+    def hold_socket(self, user_id: str) -> Lease | None:
+        """One of the caller's open chat WebSockets; renewed by the socket's watcher."""
+        limit = self.settings.ws_connections_per_user
+        return self._hold(
+            "ws", user_id, limit, 1, self.socket_lease_s,
+            f"too many open chat sockets (at most {limit} per caller); close one first",
+        )  # fmt: skip
+
+    @property
+    def socket_lease_s(self) -> float:
+        return 3 * self.settings.ws_recheck_seconds + 30.0
+
+    def _hold(
+        self, kind: str, user_id: str, limit: int, count: int, ttl_s: float, message: str
+    ) -> Lease | None:
+        if user_id == OPERATOR_USER_ID:
+            return None
+        key = f"{kind}:{user_id}"
+        try:
+            token = self.slots.take(key, limit, count, ttl_s)
+        except LimitsStoreError as e:
+            log.error("rate limit store unreachable: %s", e)
+            raise NotReady("the rate limit store is unreachable; try again shortly") from None
+        if token is None:
+            raise RateLimited(message, retry_after_s=1)
+        return Lease(self.slots, key, token, count)
 
     def take_session_mint(self, address: str) -> None:
         """Count a new anonymous session against its client address and the whole service;

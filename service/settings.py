@@ -114,6 +114,15 @@ class Settings(StoreSettings):
         description="Tokens a caller may ask the engine for (max_tokens per choice, counted "
         "when the request is accepted), per window.",
     )
+    generations_at_once_per_user: int = Field(
+        4,
+        ge=1,
+        description="Generations one caller may have running at once (each choice of a chat, "
+        "each side of a comparison; HTTP and WebSocket together).",
+    )
+    ws_connections_per_user: int = Field(
+        4, ge=1, description="Chat WebSockets one caller may have open at once."
+    )
     trusted_proxy_header: str = Field(
         "",
         description="Header a trusted reverse proxy sets to the client's address (e.g. "

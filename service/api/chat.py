@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from service.api.cancellation import cancel_on_disconnect
-from service.api.deps import ChatDep, UserDep
+from service.api.deps import ChatDep, RuntimeDep, UserDep
 from service.api.openapi import CALLER, errors
 from service.chat.service import ChatResult, ChatService, ChoiceDelta, PreparedChat
 from service.errors import from_exception
@@ -23,6 +23,7 @@ from service.protocol.chat import (
     DeltaMessage,
     Usage,
 )
+from service.runtime import Lease
 
 router = APIRouter(tags=["chat"], responses=CALLER)
 
@@ -35,20 +36,31 @@ def usage_of(result: ChatResult) -> Usage:
     )
 
 
-@router.post("/v1/chat/completions", response_model=ChatCompletion, responses=errors(400, 404))
+@router.post("/v1/chat/completions", response_model=ChatCompletion, responses=errors(400, 404, 429))
 async def chat_completions(
-    body: ChatCompletionRequest, user: UserDep, chat: ChatDep, request: Request
+    body: ChatCompletionRequest,
+    user: UserDep,
+    chat: ChatDep,
+    runtime: RuntimeDep,
+    request: Request,
 ) -> JSONResponse | StreamingResponse:
-    prepared = chat.prepare(body, source="api", user_id=user.user_id, may_pin=user.may_pin)
-    headers = {"X-Policy-Version": prepared.public_model}
-    if body.stream:
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(
-            sse_stream(chat, prepared, include_usage),
-            media_type="text/event-stream",
-            headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
-    result = await cancel_on_disconnect(request, chat.complete(prepared))
+    lease = runtime.hold_generations(user.user_id, body.n)
+    try:
+        prepared = chat.prepare(body, source="api", user_id=user.user_id, may_pin=user.may_pin)
+        headers = {"X-Policy-Version": prepared.public_model}
+        if body.stream:
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            stream = StreamingResponse(
+                sse_stream(chat, prepared, include_usage, lease),
+                media_type="text/event-stream",
+                headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
+            lease = None  # the stream holds it now
+            return stream
+        result = await cancel_on_disconnect(request, chat.complete(prepared))
+    finally:
+        if lease is not None:
+            lease.release()
     completion = ChatCompletion(
         id=prepared.id,
         created=prepared.created,
@@ -72,8 +84,11 @@ def _event(payload: dict[str, object] | str) -> str:
     return f"data: {data}\n\n"
 
 
-async def sse_stream(chat: ChatService, p: PreparedChat, include_usage: bool) -> AsyncIterator[str]:
-    """OpenAI's chunk stream. Errors travel as a `data:` event; `[DONE]` always ends it."""
+async def sse_stream(
+    chat: ChatService, p: PreparedChat, include_usage: bool, lease: Lease | None = None
+) -> AsyncIterator[str]:
+    """OpenAI's chunk stream. Errors travel as a `data:` event; `[DONE]` always ends it.
+    `lease`: the caller's generation slots, freed when the stream ends however it ends."""
 
     def chunk(choices: list[ChunkChoice], usage: Usage | None = None) -> str:
         c = ChatCompletionChunk(
@@ -124,4 +139,7 @@ async def sse_stream(chat: ChatService, p: PreparedChat, include_usage: bool) ->
     except Exception as e:  # the status line is sent: the error becomes an event
         _, body = from_exception(e)
         yield _event(body)
+    finally:
+        if lease is not None:
+            lease.release()
     yield _event("[DONE]")

@@ -62,14 +62,23 @@ def _fresh(plan: ComparisonPlan, a: ChatResult, b: ChatResult) -> ComparisonOut:
 
 
 @router.post(
-    "/v1/comparisons", response_model=ComparisonOut, status_code=201, responses=errors(400)
+    "/v1/comparisons", response_model=ComparisonOut, status_code=201, responses=errors(400, 429)
 )
 async def create(
-    body: ComparisonRequest, user: UserDep, service: ComparisonsDep, request: Request
+    body: ComparisonRequest,
+    user: UserDep,
+    service: ComparisonsDep,
+    runtime: RuntimeDep,
+    request: Request,
 ) -> ComparisonOut:
     """Two replies to the same messages, sides shuffled, versions hidden until you vote."""
-    plan = await service.start(body, user.user_id, source="comparison")
-    a, b = await cancel_on_disconnect(request, service.complete(plan))
+    lease = runtime.hold_generations(user.user_id, 2)
+    try:
+        plan = await service.start(body, user.user_id, source="comparison")
+        a, b = await cancel_on_disconnect(request, service.complete(plan))
+    finally:
+        if lease is not None:
+            lease.release()
     return _fresh(plan, a, b)
 
 

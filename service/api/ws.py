@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -53,7 +53,7 @@ from service.feedback.comparisons import ComparisonPlan, ComparisonService
 from service.identity.store import Identity
 from service.protocol.chat import ChatCompletionRequest
 from service.protocol.feedback import ComparisonRequest, VoteRequest
-from service.runtime import Runtime
+from service.runtime import Lease, Runtime
 from service.validation import describe_errors, first_param
 from store.db.session import session_scope
 
@@ -62,6 +62,7 @@ router = APIRouter(tags=["chat"])
 MAX_FRAME_BYTES = 1_000_000
 FRAME_TYPES = ("chat", "compare", "vote", "stop")
 POLICY_VIOLATION = 1008
+TRY_AGAIN_LATER = 1013
 GOING_AWAY = 1001
 
 
@@ -104,10 +105,16 @@ async def ws_chat(ws: WebSocket) -> None:
         await out.error(e)
         await ws.close(code=POLICY_VIOLATION, reason="not authenticated")
         return
+    try:
+        socket = runtime.hold_socket(user.user_id)
+    except LoopchatError as e:
+        await out.error(e)
+        await ws.close(code=TRY_AGAIN_LATER, reason="too many sockets")
+        return
     current: asyncio.Task[None] | None = None
     idle = _Idle()
     watcher = asyncio.create_task(
-        _watch(ws, out, runtime, idle, lambda: current is not None and not current.done())
+        _watch(ws, out, runtime, idle, lambda: current is not None and not current.done(), socket)
     )
     try:
         while True:
@@ -135,24 +142,25 @@ async def ws_chat(ws: WebSocket) -> None:
                     chat = runtime.chat_service()
                     req = _model(ChatFrame, frame)
                     conv = req.conversation_id
-                    prepared = chat.prepare(
-                        req,
-                        source="ws",
-                        user_id=user.user_id,
-                        conversation_id=conv,
-                        may_pin=user.may_pin,
-                    )
-                    saver = None
-                    if conv is not None:
-                        saver = _conversation_saver(runtime, user.user_id, conv, req)
-                        await saver(None, None)  # the prompt is kept even if the reply fails
-                    current = asyncio.create_task(_stream(out, chat, prepared, saver))
+                    async with _held(runtime.hold_generations(user.user_id, req.n)) as lease:
+                        prepared = chat.prepare(
+                            req,
+                            source="ws",
+                            user_id=user.user_id,
+                            conversation_id=conv,
+                            may_pin=user.may_pin,
+                        )
+                        saver = None
+                        if conv is not None:
+                            saver = _conversation_saver(runtime, user.user_id, conv, req)
+                            await saver(None, None)  # the prompt is kept if the reply fails
+                        current = lease.run(_stream(out, chat, prepared, saver))
                 else:
                     service = runtime.comparison_service()
-                    plan = await service.start(
-                        _model(ComparisonRequest, frame), user.user_id, source="comparison"
-                    )
-                    current = asyncio.create_task(_compare(out, service, plan))
+                    pair = _model(ComparisonRequest, frame)
+                    async with _held(runtime.hold_generations(user.user_id, 2)) as lease:
+                        plan = await service.start(pair, user.user_id, source="comparison")
+                        current = lease.run(_compare(out, service, plan))
             except Exception as e:  # LoopchatErrors say what was wrong; others stay generic
                 await out.error(e)
     except WebSocketDisconnect:
@@ -165,6 +173,39 @@ async def ws_chat(ws: WebSocket) -> None:
             current.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await current
+        if socket is not None:
+            socket.release()
+
+
+class _Task:
+    """Hands a held lease to the task it starts; freed with the task, or here if none ran."""
+
+    def __init__(self, lease: Lease | None):
+        self.lease = lease
+        self.started = False
+
+    def run(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        lease = self.lease
+
+        async def holding() -> None:
+            try:
+                await work
+            finally:
+                if lease is not None:
+                    lease.release()
+
+        self.started = True
+        return asyncio.create_task(holding())
+
+
+@contextlib.asynccontextmanager
+async def _held(lease: Lease | None) -> AsyncIterator[_Task]:
+    task = _Task(lease)
+    try:
+        yield task
+    finally:
+        if not task.started and lease is not None:
+            lease.release()
 
 
 class _Idle:
@@ -178,15 +219,23 @@ class _Idle:
 
 
 async def _watch(
-    ws: WebSocket, out: Sender, runtime: Runtime, idle: _Idle, busy: Callable[[], bool]
+    ws: WebSocket,
+    out: Sender,
+    runtime: Runtime,
+    idle: _Idle,
+    busy: Callable[[], bool],
+    socket: Lease | None,
 ) -> None:
     """Close the socket when its credential stops being valid (a revoked key, an ended
     session) or when it has been idle, with no reply streaming, past the idle timeout.
-    Checked every `ws_recheck_seconds`; the error frame says which."""
+    Checked every `ws_recheck_seconds`; the error frame says which. Each check also
+    renews the socket's slot, which lapses on its own if this process dies."""
     settings = runtime.settings
     with contextlib.suppress(Exception):  # the socket may be gone already: nothing to do
         while True:
             await asyncio.sleep(settings.ws_recheck_seconds)
+            if socket is not None:
+                await asyncio.to_thread(socket.renew, runtime.socket_lease_s)
             if busy():
                 idle.touch()
             elif time.monotonic() - idle.last > settings.ws_idle_timeout_seconds:

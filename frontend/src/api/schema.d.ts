@@ -2884,6 +2884,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description Too many requests (votes, new sessions): wait Retry-After seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again (sent when known). */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description The server (or the model engine) failed; the message says nothing internal. */
             500: {
                 headers: {
@@ -2958,6 +2969,17 @@ export interface operations {
             /** @description Validation failed: a field is missing, of the wrong type or out of range (`param` names the first). */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too many requests (votes, new sessions): wait Retry-After seconds. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again (sent when known). */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
