@@ -117,6 +117,11 @@ class _Rows:
         self.counts["ratings"] += 1
 
 
+def _aged_users(user_ids: Sequence[str], since: datetime) -> list[User]:
+    """Voters whose sessions began before their first vote, as real ones did."""
+    return [User(id=u, kind=UserKind.ANONYMOUS, created_at=since) for u in user_ids]
+
+
 def seed_votes(
     sessions: sessionmaker[Session],
     *,
@@ -127,26 +132,38 @@ def seed_votes(
     comparison_share: float = 0.6,
     flip: float = 0.0,
     thumbs_threshold: float = 0.5,
-    users: int = 8,
+    users: int | None = None,
     seed: int = 0,
     now: datetime | None = None,
     version: str = "v0",
 ) -> dict[str, int]:
-    """Write `events` votes on replies of policy `version`; returns what was written."""
+    """Write `events` votes on replies of policy `version`; returns what was written.
+
+    `users`: that many voters. By default eight groups of voters, about one voter per 8
+    events, so that no one passes the vote screen's cap per voter; the votes themselves
+    (prompts, replies, choices) are drawn exactly as with eight voters."""
     rng = random.Random(seed)
     now = now or datetime.now(UTC)
+    spread = random.Random(seed + 7919)  # who in a group votes: outside the votes' stream
+    per_group = max(1, events // 64) if users is None else 1
     with session_scope(sessions) as s:
         v = repository.version_by_name(s, version)
         if v is None:
             raise LookupError(f"no policy version {version}")
         rows = _Rows(rng, v.id, flip)
-        user_ids = [rows.rid("usr") for _ in range(users)]
-        s.add_all(User(id=u, kind=UserKind.ANONYMOUS) for u in user_ids)
+        leads = [rows.rid("usr") for _ in range(users or 8)]
+        groups = [
+            [lead] + [f"usr-{spread.getrandbits(128):032x}" for _ in range(per_group - 1)]
+            for lead in leads
+        ]
+        s.add_all(
+            _aged_users([u for g in groups for u in g], now - timedelta(seconds=events * 2 + 3600))
+        )
         s.flush()
         for i in range(events):
             at = now - timedelta(seconds=(events - i) * 2 + 1)
             prompt = [{"role": "user", "content": rng.choice(prompts)}]
-            user = rng.choice(user_ids)
+            user = spread.choice(groups[rng.randrange(len(groups))])
             if rng.random() < comparison_share:
                 a, b = reply(rng), reply(rng)
                 rows.comparison(prompt, user, a, b, gold(a), gold(b), at)
@@ -231,7 +248,7 @@ def write_votes(
             raise LookupError(f"no policy version {version}")
         rows = _Rows(rng, v.id, 0.0)
         user_ids = [rows.rid("usr") for _ in range(users)]
-        s.add_all(User(id=u, kind=UserKind.ANONYMOUS) for u in user_ids)
+        s.add_all(_aged_users(user_ids, start - timedelta(hours=1)))
         s.flush()
         at = start
         for prompt, a, b, choice in comparisons:

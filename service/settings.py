@@ -10,6 +10,7 @@ from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from service.identity.limits import parse_rule, validate_storage_uri
+from store.evidence import EvidenceRules
 from store.settings import StoreSettings
 
 
@@ -85,6 +86,33 @@ class Settings(StoreSettings):
     promote_win_lower_bound: float = Field(
         0.5, ge=0, le=1, description="Promote when the win rate's lower bound is above this."
     )
+    # Which comparison votes count (store.evidence): the canary rule and the trainer
+    # screen them alike. The trainer's [data] section holds the same rules, same defaults.
+    evidence_screening: bool = Field(True, description="Screen votes before counting them.")
+    evidence_trust_age_s: float = Field(
+        60.0, ge=0, description="A web session's votes count once it is this old (seconds)."
+    )
+    evidence_max_per_user_pair: int = Field(
+        10, ge=0, description="Comparisons one voter adds per pair of versions (0: no cap)."
+    )
+    evidence_max_per_origin_pair: int = Field(
+        5,
+        ge=0,
+        description="Comparisons all web sessions from one client address add per pair of "
+        "versions, or evidence_max_origin_share of the pair's counted votes if more (0: no cap).",
+    )
+    evidence_max_origin_share: float = Field(
+        0.1, ge=0, le=1, description="Share of a pair's counted votes one address may add."
+    )
+    evidence_anomaly_min_votes: int = Field(
+        10, ge=1, description="Decisive votes before a voter's choices are tested."
+    )
+    evidence_anomaly_p: float = Field(
+        1e-3,
+        gt=0,
+        lt=1,
+        description="A voter this unlikely (side bias, against the rest) is set aside.",
+    )
 
     # Identity and votes.
     session_secret: str = Field(
@@ -153,6 +181,17 @@ class Settings(StoreSettings):
     )
     vote_burst: int = Field(60, ge=1, description="Votes a user may send at once.")
     max_comment_chars: int = Field(2000, ge=1)
+
+    def evidence_rules(self) -> EvidenceRules:
+        return EvidenceRules(
+            trust_age_s=self.evidence_trust_age_s,
+            max_per_user_pair=self.evidence_max_per_user_pair,
+            max_per_origin_pair=self.evidence_max_per_origin_pair,
+            max_origin_share=self.evidence_max_origin_share,
+            anomaly_min_votes=self.evidence_anomaly_min_votes,
+            anomaly_p=self.evidence_anomaly_p,
+            enabled=self.evidence_screening,
+        )
 
     @field_validator(
         "session_mints_per_address",

@@ -17,7 +17,17 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, case, func, select
 from sqlalchemy.orm import Session, aliased
 
-from store.db.models import Comparison, Generation, GenerationStatus, PolicyVersion, Rating
+from store.db.models import (
+    Comparison,
+    ComparisonChoice,
+    Generation,
+    GenerationStatus,
+    PolicyVersion,
+    Rating,
+    User,
+    UserKind,
+)
+from store.evidence import Ballot
 
 # Replies that count for training and statistics: finished, or cut off by the client
 # (the text the user saw). Failed and still-streaming replies do not.
@@ -158,3 +168,50 @@ def thumbs_per_version(
         VersionThumbs(int(vid), str(name), int(n_up), int(n_down))
         for vid, n_up, n_down, name in session.execute(stmt)
     ]
+
+
+def ballots(
+    session: Session, since: datetime | None = None, until: datetime | None = None
+) -> list[Ballot]:
+    """Voted comparisons as `store.evidence` screens them: voter, account age, versions.
+
+    Anonymous sessions carry their start (trust comes with age); API keys and the
+    operator are trusted from the start (`user_since` None). Comparisons with no user
+    (imported or synthetic rows) count as one trusted voter each."""
+    sides = ComparisonSides.new()
+    stmt = (
+        comparisons_with_replies(
+            sides,
+            Comparison.id,
+            Comparison.user_id,
+            User.kind,
+            User.created_at,
+            User.origin,
+            sides.version_a.name,
+            sides.version_b.name,
+            Comparison.choice,
+            Comparison.voted_at,
+            Comparison.created_at,
+            since=since,
+            until=until,
+            voted=False,  # a choice makes a vote; rows written without a vote time count too
+        )
+        .outerjoin(User, User.id == Comparison.user_id)
+        .where(Comparison.choice.is_not(None))
+    )
+    out = []
+    for cid, user_id, kind, created, origin, va, vb, choice, voted, asked in session.execute(stmt):
+        anonymous = kind == UserKind.ANONYMOUS and created is not None
+        out.append(
+            Ballot(
+                id=str(cid),
+                user=str(user_id) if user_id is not None else f"none:{cid}",
+                user_since=as_utc(created) if anonymous else None,
+                version_a=str(va),
+                version_b=str(vb),
+                choice=ComparisonChoice(choice).value,
+                at=as_utc(voted or asked),
+                origin=None if origin is None else str(origin),
+            )
+        )
+    return out

@@ -216,7 +216,13 @@ def votes(tmp_path: Path) -> None:
             v0 = repository.ensure_base_version(s, tmp_path)
             v1 = lora_version("v1", v0, tmp_path)
             s.add(v1)
-            s.add_all([User(id=U1, kind=UserKind.ANONYMOUS), User(id=U2, kind=UserKind.ANONYMOUS)])
+            aged = T - timedelta(days=30)  # their sessions began before they voted
+            s.add_all(
+                [
+                    User(id=U1, kind=UserKind.ANONYMOUS, created_at=aged),
+                    User(id=U2, kind=UserKind.ANONYMOUS, created_at=aged),
+                ]
+            )
             s.flush()
             s.add_all(
                 [
@@ -352,6 +358,7 @@ def test_export_raw_by_version(run: Run, votes: None, tmp_path: Path) -> None:
         "generation_status_b": "completed",
         "text_a": "hey",
         "text_b": "Grüß dich",
+        "set_aside": None,
     }
 
     # The same with the public name, and the same pseudonyms on a second run.

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, get_type_hints
 
+from store.evidence import EvidenceRules
+
 T = TypeVar("T")
 
 
@@ -45,6 +47,36 @@ class DataConfig:
     min_train_pairs: int = opt(8, "A round with fewer training pairs stops before the RM.")
     min_heldout_pairs: int = opt(4, "A round with fewer held-out pairs stops before the RM.")
     max_prompts: int = opt(2000, "Most distinct prompts kept from the window (newest first).")
+    # Which comparison votes count (store.evidence), as the server's canary rule counts.
+    screen_votes: bool = opt(True, "Screen comparison votes before training on them.")
+    trust_age_s: float = opt(
+        EvidenceRules.trust_age_s, "A web session's votes count once it is this old (seconds)."
+    )
+    max_per_user_pair: int = opt(
+        EvidenceRules.max_per_user_pair, "Comparisons one voter adds per version pair (0: any)."
+    )
+    max_per_origin_pair: int = opt(
+        EvidenceRules.max_per_origin_pair,
+        "Comparisons all sessions from one address add per version pair (0: any)...",
+    )
+    max_origin_share: float = opt(
+        EvidenceRules.max_origin_share, "...or this share of the pair's counted votes if more."
+    )
+    anomaly_min_votes: int = opt(
+        EvidenceRules.anomaly_min_votes, "Decisive votes before a voter's choices are tested."
+    )
+    anomaly_p: float = opt(EvidenceRules.anomaly_p, "A voter this unlikely is set aside.")
+
+    def evidence(self) -> EvidenceRules:
+        return EvidenceRules(
+            trust_age_s=self.trust_age_s,
+            max_per_user_pair=self.max_per_user_pair,
+            max_per_origin_pair=self.max_per_origin_pair,
+            max_origin_share=self.max_origin_share,
+            anomaly_min_votes=self.anomaly_min_votes,
+            anomaly_p=self.anomaly_p,
+            enabled=self.screen_votes,
+        )
 
 
 @dataclass

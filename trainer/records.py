@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -95,6 +95,8 @@ class Snapshot:
     window_start: datetime | None
     window_end: datetime
     since: datetime | None
+    # Comparison votes of the window the screen set aside, by reason (store.evidence).
+    set_aside: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -196,6 +196,7 @@ def _read_inputs(ctx: RoundContext, cfg: TrainConfig, rec: RunRecorder) -> _Inpu
             replay_days=cfg.data.replay_days,
             now=now,
             max_prompts=cfg.data.max_prompts,
+            evidence=cfg.data.evidence(),
         )
         base = repository.version_by_name(s, "v0")
         serving = repository.serving_version(s)
@@ -221,6 +222,7 @@ def _round_data(inputs: _Inputs, cfg: TrainConfig, rec: RunRecorder) -> RoundDat
     few to learn from, or hold nothing voted since the last trained round."""
     data = build_round_data(inputs.snapshot, cfg.data)
     rec.counts.update(data.counts)
+    rec.counts.update({f"set_aside_{r}": n for r, n in inputs.snapshot.set_aside.items()})
     rec.log("data: " + ", ".join(f"{k}={v}" for k, v in data.counts.items()))
     reason = stop_reason(data, cfg.data)
     if reason is not None:

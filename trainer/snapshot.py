@@ -18,10 +18,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from store.db.models import Comparison, ComparisonChoice, Generation, GenerationStatus, Rating
+from store.evidence import EvidenceRules, screen
 from store.votes import (
     FINISHED,
     ComparisonSides,
     as_utc,
+    ballots,
     comparisons_with_replies,
     in_window,
     ratings_with_replies,
@@ -160,8 +162,12 @@ def take_snapshot(
     replay_days: float,
     now: datetime,
     max_prompts: int,
+    evidence: EvidenceRules | None = None,
 ) -> Snapshot:
     """The votes and prompts of the window [since - replay_days, now), read once.
+
+    `evidence`: comparison votes the screen sets aside (`store.evidence`) are left out,
+    counted by reason in `set_aside`, as the server's canary rule leaves them out.
 
     `since` None reads everything before `now` (the first round). Ratings: live ones, in
     vote order. Comparisons: voted ones whose two replies are final, in vote order.
@@ -172,13 +178,21 @@ def take_snapshot(
     since_utc = None if since is None else as_utc(since)
     start = None if since_utc is None else since_utc - timedelta(days=replay_days)
     replies = _Replies()
+    comparisons = _comparisons(session, replies, start, end)
+    set_aside: dict[str, int] = {}
+    if evidence is not None and evidence.enabled:
+        screening = screen(ballots(session, start, end), evidence, end)
+        aside = screening.reasons()
+        comparisons = [c for c in comparisons if c.id not in aside]
+        set_aside = {r: n for r, n in screening.counts().items() if n}
     return Snapshot(
         ratings=tuple(_ratings(session, replies, start, end)),
-        comparisons=tuple(_comparisons(session, replies, start, end)),
+        comparisons=tuple(comparisons),
         prompts=tuple(_prompts(session, start, end, max_prompts)),
         window_start=start,
         window_end=end,
         since=since_utc,
+        set_aside=set_aside,
     )
 
 

@@ -26,6 +26,27 @@ def add_parser(subparsers: Subparsers) -> None:
     _add_train(bench)
     _add_reward(bench)
     _add_loop(bench)
+    _add_attack(bench)
+
+
+def _add_attack(bench: Subparsers) -> None:
+    sp = bench.add_parser(
+        "attack", help="scripted votes against the canary rule, with and without the vote screen"
+    )
+    add_settings_flags(sp)
+    sp.add_argument("--shares", type=float, nargs="+", default=[0.1, 0.3])
+    sp.add_argument("--addresses", type=int, nargs="+", default=[1, 10])
+    sp.add_argument("--seeds", type=int, default=20)
+    sp.set_defaults(func=cmd_bench_attack)
+
+
+def cmd_bench_attack(args: argparse.Namespace) -> int:
+    from harness.bench.attack import run_bench_attack
+
+    if args.seeds < 1 or any(not 0 <= s < 1 for s in args.shares) or min(args.addresses) < 1:
+        print("bench attack: --seeds >= 1, --shares in [0, 1), --addresses >= 1", file=sys.stderr)
+        return 2
+    return run_bench_attack(settings_from(args), args.shares, args.addresses, args.seeds)
 
 
 def _add_loop(bench: Subparsers) -> None:

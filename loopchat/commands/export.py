@@ -49,7 +49,14 @@ def cmd_export(args: argparse.Namespace) -> int:
         sessions = stack.enter_context(database(settings, read_only=True))
         s = stack.enter_context(session_scope(sessions))
         try:  # checks the filters before anything is written
-            lines = export_lines(s, ExportFormat(args.format), flt, secret, settings.model_alias)
+            lines = export_lines(
+                s,
+                ExportFormat(args.format),
+                flt,
+                secret,
+                settings.model_alias,
+                settings.evidence_rules(),
+            )
         except ValueError as e:
             print(f"loopchat export: {e}", file=sys.stderr)
             return 2

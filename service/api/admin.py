@@ -100,7 +100,14 @@ def export(
     stack = ExitStack()  # the session lives as long as the stream, not the handler
     session = stack.enter_context(session_scope(runtime.read_sessions))
     try:
-        lines = export_lines(session, format, flt, runtime.pseudonym_secret, runtime.registry.alias)
+        lines = export_lines(
+            session,
+            format,
+            flt,
+            runtime.pseudonym_secret,
+            runtime.registry.alias,
+            runtime.settings.evidence_rules(),
+        )
     except ValueError as e:
         stack.close()
         raise InvalidValue(str(e)) from e
@@ -119,6 +126,14 @@ def export(
 
 @router.get("/stats", response_model=StatsOut)
 def stats(runtime: RuntimeDep, days: Annotated[int, Query(ge=1, le=3650)] = 30) -> StatsOut:
-    """Votes per day, thumbs-up rate and A/B win rate per policy version, reason counts."""
+    """Votes per day, thumbs-up rate and A/B win rate per policy version, reason counts,
+    and which comparison votes the screen sets aside (the canary rule and the trainer
+    leave them out), with the flagged voters (pseudonyms, as in the export)."""
     with session_scope(runtime.read_sessions) as s:
-        return feedback_stats(s, days, runtime.registry.alias)
+        return feedback_stats(
+            s,
+            days,
+            runtime.registry.alias,
+            evidence=runtime.settings.evidence_rules(),
+            pseudonym_secret=runtime.pseudonym_secret,
+        )

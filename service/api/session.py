@@ -11,6 +11,7 @@ from service.api.deps import RuntimeDep, UserDep, authenticate, client_address
 from service.api.openapi import CALLER, errors
 from service.errors import Forbidden, Unauthorized
 from service.identity.auth import SESSION_COOKIE
+from service.identity.credentials import pseudonym
 from service.protocol.feedback import SessionOut
 
 router = APIRouter(tags=["identity"])
@@ -38,7 +39,8 @@ async def start_session(request: Request, runtime: RuntimeDep) -> JSONResponse:
         raise Forbidden("anonymous sessions are turned off on this server; use an API key")
     address = client_address(request, runtime.settings.trusted_proxy_header)
     await asyncio.to_thread(runtime.take_session_mint, address)
-    ident, cookie = await asyncio.to_thread(runtime.auth.new_session)
+    origin = pseudonym(runtime.pseudonym_secret, f"addr:{address}")[:32]
+    ident, cookie = await asyncio.to_thread(runtime.auth.new_session, origin)
     response = JSONResponse(
         SessionOut(user_id=ident.user_id, kind=ident.kind).model_dump(), status_code=201
     )

@@ -35,7 +35,11 @@ Formats (`ExportFormat`), one JSON object per line:
        "generation_a_id": str, "generation_b_id": str,
        "policy_version_a": str, "policy_version_b": str,
        "generation_status_a": str, "generation_status_b": str,
-       "text_a": str, "text_b": str}
+       "text_a": str, "text_b": str,
+       "set_aside": null | "session_too_new" | "over_user_cap" | "side_bias" | "against_consensus"}
+
+  ``set_aside`` says why the vote screen (``store.evidence``) leaves a comparison out of
+  the canary rule and the trainer; ``pairs`` leaves those comparisons out too.
 
   ``prompt`` is stored verbatim; ``user`` is ``pseudonym(secret, user id)``, never the id;
   times are ISO 8601 in UTC with an explicit offset (``2026-11-20T10:00:00+00:00``).
@@ -66,10 +70,13 @@ from store.db.models import (
     GenerationStatus,
     PolicyVersion,
     Rating,
+    utcnow,
 )
+from store.evidence import EvidenceRules, screen
 from store.votes import (
     ComparisonSides,
     as_utc,
+    ballots,
     comparisons_with_replies,
     ratings_with_replies,
 )
@@ -112,28 +119,40 @@ def version_name(version: str, alias: str) -> str:
 
 
 def export_rows(
-    session: Session, fmt: ExportFormat, flt: ExportFilter, pseudonym_secret: str, alias: str
+    session: Session,
+    fmt: ExportFormat,
+    flt: ExportFilter,
+    pseudonym_secret: str,
+    alias: str,
+    evidence: EvidenceRules | None = None,
 ) -> Iterator[dict[str, Any]]:
     """The rows of an export, as dicts; see the module docstring for their shapes.
 
-    Arguments are checked at once (ValueError), before any row is read.
+    Arguments are checked at once (ValueError), before any row is read. `evidence`: the
+    vote screen (default: its defaults); it reads one small record per voted comparison.
     """
     fmt = ExportFormat(fmt)
     if flt.since is not None and flt.until is not None and as_utc(flt.since) >= as_utc(flt.until):
         raise ValueError("since must be before until")
     name = None if flt.version is None else version_name(flt.version, alias)
-    if fmt is ExportFormat.PAIRS:
-        return _pairs(session, flt, name)
     if fmt is ExportFormat.UNPAIRED:
         return _unpaired(session, flt, name)
-    return _raw(session, flt, name, pseudonym_secret, alias)
+    aside = screen(ballots(session), evidence or EvidenceRules(), utcnow()).reasons()
+    if fmt is ExportFormat.PAIRS:
+        return _pairs(session, flt, name, aside)
+    return _raw(session, flt, name, pseudonym_secret, alias, aside)
 
 
 def export_lines(
-    session: Session, fmt: ExportFormat, flt: ExportFilter, pseudonym_secret: str, alias: str
+    session: Session,
+    fmt: ExportFormat,
+    flt: ExportFilter,
+    pseudonym_secret: str,
+    alias: str,
+    evidence: EvidenceRules | None = None,
 ) -> Iterator[str]:
     """The export as JSON Lines: one compact object and a newline per row."""
-    rows = export_rows(session, fmt, flt, pseudonym_secret, alias)
+    rows = export_rows(session, fmt, flt, pseudonym_secret, alias, evidence)
     return (json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n" for row in rows)
 
 
@@ -193,8 +212,12 @@ def _comparisons_query(flt: ExportFilter, version: str | None, pairs_only: bool)
     return stmt.execution_options(yield_per=BATCH_ROWS)
 
 
-def _pairs(session: Session, flt: ExportFilter, version: str | None) -> Iterator[dict[str, Any]]:
+def _pairs(
+    session: Session, flt: ExportFilter, version: str | None, aside: dict[str, str]
+) -> Iterator[dict[str, Any]]:
     for row in session.execute(_comparisons_query(flt, version, pairs_only=True)):
+        if row.id in aside:
+            continue
         a, b = _reply(row.a_text), _reply(row.b_text)
         chosen, rejected = (a, b) if row.choice is ComparisonChoice.A else (b, a)
         yield {"prompt": _messages(row.prompt), "chosen": chosen, "rejected": rejected}
@@ -210,7 +233,12 @@ def _unpaired(session: Session, flt: ExportFilter, version: str | None) -> Itera
 
 
 def _raw(
-    session: Session, flt: ExportFilter, version: str | None, secret: str, alias: str
+    session: Session,
+    flt: ExportFilter,
+    version: str | None,
+    secret: str,
+    alias: str,
+    aside: dict[str, str],
 ) -> Iterator[dict[str, Any]]:
     def public(name: str) -> str:
         return f"{alias}@{name}"
@@ -261,6 +289,7 @@ def _raw(
                     "generation_status_b": GenerationStatus(c.b_status).value,
                     "text_a": c.a_text,
                     "text_b": c.b_text,
+                    "set_aside": aside.get(c.id),
                 },
             )
 

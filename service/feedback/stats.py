@@ -26,12 +26,23 @@ from typing import Any, Literal
 from sqlalchemy import ColumnElement, Date, cast, func, literal_column, select
 from sqlalchemy.orm import Session
 
-from service.protocol.admin import DayVotes, ReasonCount, StatsOut, StatsTotals, VersionStats
+from service.identity.credentials import pseudonym
+from service.protocol.admin import (
+    DayVotes,
+    EvidenceOut,
+    FlaggedVoter,
+    ReasonCount,
+    StatsOut,
+    StatsTotals,
+    VersionStats,
+)
 from store.db.models import Comparison, ComparisonChoice, Rating
+from store.evidence import EvidenceRules, screen
 from store.intervals import wilson_interval
 from store.votes import (
     ComparisonSides,
     as_utc,
+    ballots,
     comparisons_with_replies,
     thumb_sums,
     thumbs_per_version,
@@ -59,9 +70,15 @@ def _ratio(num: int, den: int) -> float | None:
 
 
 def feedback_stats(
-    session: Session, days: int, alias: str, now: datetime | None = None
+    session: Session,
+    days: int,
+    alias: str,
+    now: datetime | None = None,
+    evidence: EvidenceRules | None = None,
+    pseudonym_secret: str = "",
 ) -> StatsOut:
-    """Statistics over the last `days` UTC days; see the module docstring for the counting."""
+    """Statistics over the last `days` UTC days; see the module docstring for the counting.
+    `evidence`: also what the vote screen keeps and sets aside (over all votes)."""
     if days < 1:
         raise ValueError("days must be at least 1")
     until = as_utc(now) if now is not None else datetime.now(UTC)
@@ -75,6 +92,23 @@ def feedback_stats(
         versions=_versions(session, w, alias),
         reasons=_reasons(session, w),
         totals=_totals(session),
+        evidence=None
+        if evidence is None
+        else _evidence(session, evidence, until, pseudonym_secret),
+    )
+
+
+def _evidence(session: Session, rules: EvidenceRules, now: datetime, secret: str) -> EvidenceOut:
+    screening = screen(ballots(session), rules, now)
+    return EvidenceOut(
+        enabled=rules.enabled,
+        kept=len(screening.kept),
+        set_aside=len(screening.dropped),
+        by_reason=screening.counts(),
+        flagged_voters=[
+            FlaggedVoter(user_id=pseudonym(secret, user) if secret else user, reason=why)
+            for user, why in sorted(screening.flagged.items())
+        ],
     )
 
 

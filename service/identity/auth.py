@@ -82,10 +82,11 @@ class Authenticator:
             raise Forbidden("this token may not use the operator API", code="not_operator")
         return self._operator_identity()
 
-    def new_session(self) -> tuple[Identity, str]:
-        """A new anonymous user and the cookie value that names them."""
+    def new_session(self, origin: str | None = None) -> tuple[Identity, str]:
+        """A new anonymous user and the cookie value that names them. `origin`: a keyed
+        hash of the address it came from (the vote screen groups sessions by it)."""
         with session_scope(self._sessions) as s:
-            ident = store.create_anonymous_user(s)
+            ident = store.create_anonymous_user(s, origin)
         with self._lock:
             self._known_users[ident.user_id] = (time.monotonic(), None)
         return ident, self.signer.sign(ident.user_id)

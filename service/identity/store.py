@@ -103,8 +103,8 @@ def identity_for_key(session: Session, secret: str) -> Identity | None:
     return Identity(key.user_id, UserKind.API_KEY, key.id, frozenset(_scopes(key.scopes)))
 
 
-def create_anonymous_user(session: Session) -> Identity:
-    user = User(kind=UserKind.ANONYMOUS)
+def create_anonymous_user(session: Session, origin: str | None = None) -> Identity:
+    user = User(kind=UserKind.ANONYMOUS, origin=origin)
     session.add(user)
     session.flush()
     return Identity(user.id, UserKind.ANONYMOUS)

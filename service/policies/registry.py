@@ -38,10 +38,11 @@ from service.errors import Conflict, ModelNotFound, NotReady
 from service.policies import store
 from service.policies.lifecycle import Actor, EventKind, promotion_kind
 from service.policies.ratings import head_to_head
-from service.policies.rules import Decision, PromotionRule, Verdict, decide
+from service.policies.rules import Decision, PromotionRule, Verdict, decide, screening_metrics
 from service.settings import Settings
 from store.db.session import in_session
 from store.domain import VersionKind, VersionStatus
+from store.evidence import EvidenceRules
 
 log = logging.getLogger(__name__)
 S = VersionStatus
@@ -60,6 +61,7 @@ class RegistryConfig:
     poll_seconds: float = 10.0
     auto_promote: bool = True  # the rule may promote; it always may retire
     rule: PromotionRule = field(default_factory=PromotionRule)
+    evidence: EvidenceRules = field(default_factory=EvidenceRules)
 
 
 def registry_config(settings: Settings) -> RegistryConfig:
@@ -73,6 +75,7 @@ def registry_config(settings: Settings) -> RegistryConfig:
             min_comparisons=settings.promote_min_comparisons,
             win_lower_bound=settings.promote_win_lower_bound,
         ),
+        evidence=settings.evidence_rules(),
     )
 
 
@@ -419,12 +422,16 @@ class PolicyRegistry:
         canary, serving = self._canary, self._serving
         if canary is None or serving is None:
             return None
-        matches, thumbs = await self._db(lambda s: (store.matches(s), store.thumbs(s)))
+        evidence = self.config.evidence
+        (matches, screening), thumbs = await self._db(
+            lambda s: (store.screened_matches(s, evidence), store.thumbs(s))
+        )
         rule = self.config.rule
         h2h = head_to_head(matches, canary.name, serving.name, rule.level)
         decision = decide(
             rule, h2h, thumbs.get(canary.name, (0, 0)), thumbs.get(serving.name, (0, 0))
         )
+        decision.metrics.update(screening_metrics(screening, canary.name, serving.name))
         self.last_decision = decision
         if self._canary is None or self._canary.name != canary.name:
             return decision  # changed while we read the votes

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from service.policies.ratings import HeadToHead
+from store.evidence import Screening
 from store.intervals import Interval, wilson_interval
 
 
@@ -117,3 +118,17 @@ def decide(
             f"waiting for {rule.min_comparisons - h2h.n} more",
         )
     return verdict(Verdict.WAIT, f"{record}: not yet confident")
+
+
+def screening_metrics(
+    screening: Screening, canary: str, serving: str
+) -> dict[str, float | int | None]:
+    """What the screen set aside among the canary's comparisons with serving, by reason,
+    for the decision's metrics (events, the dashboard)."""
+    pair = {canary, serving}
+    kept = sum({b.version_a, b.version_b} == pair for b in screening.kept)
+    out: dict[str, float | int | None] = {"screened_in": kept}
+    for reason, n in screening.counts(pair).items():
+        out[f"set_aside_{reason}"] = n
+    out["flagged_voters"] = len(screening.flagged)
+    return out

@@ -15,9 +15,10 @@ from service.errors import NotFound
 from service.policies import lifecycle
 from service.policies.lifecycle import Actor, EventKind
 from service.policies.ratings import Match
-from store.db.models import Comparison, ComparisonChoice, PolicyEvent, PolicyVersion
+from store.db.models import Comparison, ComparisonChoice, PolicyEvent, PolicyVersion, utcnow
 from store.domain import VersionKind, VersionStatus
-from store.votes import ComparisonSides, comparisons_with_replies, thumbs_per_version
+from store.evidence import EvidenceRules, Screening, screen
+from store.votes import ComparisonSides, ballots, comparisons_with_replies, thumbs_per_version
 
 
 @dataclass(frozen=True)
@@ -177,6 +178,21 @@ def matches(session: Session, since: datetime | None = None) -> list[Match]:
     return [
         Match(a, b, SCORE[choice]) for a, b, choice in session.execute(stmt) if choice is not None
     ]
+
+
+def screened_matches(
+    session: Session, rules: EvidenceRules, now: datetime | None = None
+) -> tuple[list[Match], Screening]:
+    """The comparison votes that count as evidence (`store.evidence`), as matches between
+    two different versions, and the screening that chose them."""
+    screening = screen(ballots(session), rules, now or utcnow())
+    score = {c.value: v for c, v in SCORE.items()}
+    kept = [
+        Match(b.version_a, b.version_b, score[b.choice])
+        for b in screening.kept
+        if b.choice in score and b.version_a != b.version_b
+    ]
+    return kept, screening
 
 
 def thumbs(session: Session) -> dict[str, tuple[int, int]]:

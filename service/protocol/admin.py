@@ -48,6 +48,24 @@ class StatsTotals(BaseModel):
     comparisons_open: int = Field(description="Created but never voted, all time.")
 
 
+class FlaggedVoter(BaseModel):
+    user_id: str
+    reason: str = Field(description="Why their votes are set aside, with the figures.")
+
+
+class EvidenceOut(BaseModel):
+    """The screen the canary rule and the trainer apply to comparison votes (all time)."""
+
+    enabled: bool
+    kept: int = Field(description="Voted comparisons that count.")
+    set_aside: int
+    by_reason: dict[str, int] = Field(
+        description="session_too_new (counts once the session is older), over_user_cap, "
+        "side_bias, against_consensus."
+    )
+    flagged_voters: list[FlaggedVoter]
+
+
 class StatsOut(BaseModel):
     window_days: int
     since: UtcDatetime = Field(
@@ -58,3 +76,4 @@ class StatsOut(BaseModel):
     versions: list[VersionStats] = Field(description="Versions with a vote in the window.")
     reasons: list[ReasonCount] = Field(description="Reasons of live ratings and voted comparisons.")
     totals: StatsTotals
+    evidence: EvidenceOut | None = None

@@ -89,6 +89,9 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     # web session cookies issued at or before this are refused (logout, an operator)
     sessions_ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # where a web session was started: a keyed hash of the client address, never the
+    # address; the vote screen counts one origin's sessions together
+    origin: Mapped[str | None] = mapped_column(String(32))
 
 
 class ApiKey(Base):

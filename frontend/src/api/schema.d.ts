@@ -267,7 +267,9 @@ export interface paths {
         };
         /**
          * Stats
-         * @description Votes per day, thumbs-up rate and A/B win rate per policy version, reason counts.
+         * @description Votes per day, thumbs-up rate and A/B win rate per policy version, reason counts,
+         *     and which comparison votes the screen sets aside (the canary rule and the trainer
+         *     leave them out), with the flagged voters (pseudonyms, as in the export).
          */
         get: operations["stats_v1_admin_stats_get"];
         put?: never;
@@ -879,6 +881,30 @@ export interface components {
             version: string;
         };
         /**
+         * EvidenceOut
+         * @description The screen the canary rule and the trainer apply to comparison votes (all time).
+         */
+        EvidenceOut: {
+            /**
+             * By Reason
+             * @description session_too_new (counts once the session is older), over_user_cap, side_bias, against_consensus.
+             */
+            by_reason: {
+                [key: string]: number;
+            };
+            /** Enabled */
+            enabled: boolean;
+            /** Flagged Voters */
+            flagged_voters: components["schemas"]["FlaggedVoter"][];
+            /**
+             * Kept
+             * @description Voted comparisons that count.
+             */
+            kept: number;
+            /** Set Aside */
+            set_aside: number;
+        };
+        /**
          * ExportFormat
          * @enum {string}
          */
@@ -902,6 +928,16 @@ export interface components {
              * @description A tag from /v1/feedback/reasons.
              */
             reason?: string | null;
+        };
+        /** FlaggedVoter */
+        FlaggedVoter: {
+            /**
+             * Reason
+             * @description Why their votes are set aside, with the figures.
+             */
+            reason: string;
+            /** User Id */
+            user_id: string;
         };
         /** IntervalOut */
         IntervalOut: {
@@ -1382,6 +1418,7 @@ export interface components {
         };
         /** StatsOut */
         StatsOut: {
+            evidence?: components["schemas"]["EvidenceOut"] | null;
             /**
              * Reasons
              * @description Reasons of live ratings and voted comparisons.

@@ -8,6 +8,7 @@ import { ErrorNote } from '../ui/ErrorNote';
 import { eloSeries, thumbsSeries, trainingSeries, votesSeries } from './chartData';
 import { IntervalChart, SeriesChart } from './Charts';
 import { EventsList } from './EventsList';
+import { EvidencePanel } from './EvidencePanel';
 import { isActive } from './runs';
 import { POLL_ACTIVE_MS, RunsPanel } from './RunsPanel';
 import { type PolicyAction, Timeline } from './Timeline';
@@ -137,6 +138,7 @@ function Board({ admin, onRefused, onSignOut }: { admin: AdminApi; onRefused: ()
         </div>
       </section>
 
+      <EvidencePanel evidence={stats.data?.evidence} />
       <RunsPanel admin={admin} runs={runs.data ?? []} error={runs.error} reload={runs.reload} />
       <EventsList events={events.data ?? []} />
       <ConfirmDialog request={confirm} onClose={() => setConfirm(null)} />
