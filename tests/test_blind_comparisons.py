@@ -143,16 +143,16 @@ def _stream(words: dict[str, int], delay: dict[str, float]) -> list[tuple[str, s
 
 def test_a_fast_side_waits_for_the_slow_one() -> None:
     """Side a decodes ten times faster than b; the client still sees a, b, a, b, ..."""
-    out = _stream({"a": 6, "b": 6}, {"a": 0.002, "b": 0.02})
+    out = _stream({"a": 6, "b": 6}, {"a": 0.003, "b": 0.05})
     assert [s for s, kind, _ in out if kind == "delta"] == ["a", "b"] * 6
     assert [s for s, kind, _ in out if kind == "done"] == ["a", "b"]
     # Each a-delta goes out together with its b-delta, not at a's own pace.
     deltas = [t for _, kind, t in out if kind == "delta"]
-    assert all(deltas[i + 1] - deltas[i] < 0.005 for i in range(0, 12, 2))
+    assert all(deltas[i + 1] - deltas[i] < 0.02 for i in range(0, 12, 2))
 
 
 def test_the_longer_side_is_held_until_it_ends() -> None:
-    out = _stream({"a": 2, "b": 5}, {"a": 0.001, "b": 0.01})
+    out = _stream({"a": 2, "b": 5}, {"a": 0.001, "b": 0.05})
     assert [s for s, kind, _ in out] == ["a", "b", "a", "b", "b", "b", "b", "a", "b"]
     tail = [t for _, _, t in out[4:]]
-    assert tail[-1] - tail[0] < 0.005  # b's rest comes at once, after b has finished
+    assert tail[-1] - tail[0] < 0.02  # b's rest comes at once, after b has finished

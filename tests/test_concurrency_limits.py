@@ -7,6 +7,7 @@ in the envelope (an error frame, and for a socket a 1013 close) and stores nothi
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Callable
@@ -112,7 +113,7 @@ def test_generations_at_once_per_caller(make_client: MakeClient, db_url: str) ->
         for ws in (one, two):
             ws.__exit__(None, None, None)
     # Once the streams are gone, their slots are free again: a comparison takes two.
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 10
     while client.app.state.runtime.slots.held(f"gen:{me(client, dev)}") and (
         time.monotonic() < deadline
     ):
@@ -125,24 +126,39 @@ def me(client: TestClient, headers: dict[str, str]) -> str:
     return str(client.get("/v1/me", headers=headers).json()["user_id"])
 
 
+def _settled(ws: Any) -> Any:
+    """A round trip: once the server answers a frame, it has taken the socket's slot."""
+    ws.send_text("{}")
+    assert ws.receive_json()["type"] == "error"
+    return ws
+
+
 def test_sockets_at_once_per_caller(make_client: MakeClient) -> None:
     client = make_client(engine=FakeEngine("hi"), auth=False, ws_connections_per_user=2)
     dev, other = new_user(client), new_user(client)
-    first = client.websocket_connect(WS, headers=dict(dev))
-    first.__enter__()
-    with client.websocket_connect(WS, headers=dict(dev)):
-        with client.websocket_connect(WS, headers=dict(dev)) as third:
-            frame = third.receive_json()
-            assert frame["type"] == "error" and frame["error"]["code"] == "rate_limit_exceeded"
-            assert "sockets" in frame["error"]["message"]
-            with pytest.raises(WebSocketDisconnect) as closed:
-                third.receive_json()
-            assert closed.value.code == 1013
-        with client.websocket_connect(WS, headers=dict(other)) as ws:  # per caller
-            ws.send_json({"type": "chat", "messages": HELLO})
-            assert ws.receive_json()["type"] == "start"
-    first.__exit__(None, None, None)
-    # Both of dev's sockets are closed: a new one is let in and works.
+    with contextlib.ExitStack() as stack:
+        first = stack.enter_context(client.websocket_connect(WS, headers=dict(dev)))
+        _settled(first)
+        with client.websocket_connect(WS, headers=dict(dev)) as second:
+            _settled(second)
+            with client.websocket_connect(WS, headers=dict(dev)) as third:
+                frame = third.receive_json()
+                assert frame["type"] == "error"
+                assert frame["error"]["code"] == "rate_limit_exceeded"
+                assert "sockets" in frame["error"]["message"]
+                with pytest.raises(WebSocketDisconnect) as closed:
+                    third.receive_json()
+                assert closed.value.code == 1013
+            with client.websocket_connect(WS, headers=dict(other)) as ws:  # per caller
+                ws.send_json({"type": "chat", "messages": HELLO})
+                assert ws.receive_json()["type"] == "start"
+    # Both of dev's sockets are closed (their slots freed as the server sees them go):
+    # a new one is let in and works.
+    slots, key = client.app.state.runtime.slots, f"ws:{me(client, dev)}"
+    deadline = time.monotonic() + 10
+    while slots.held(key) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert slots.held(key) == 0
     with client.websocket_connect(WS, headers=dict(dev)) as ws:
         ws.send_json({"type": "chat", "messages": HELLO})
         assert ws.receive_json()["type"] == "start"

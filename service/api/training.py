@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response
+from fastapi import Path as FastPath
 from sqlalchemy import select
 
 from service.api.deps import RuntimeDep, operator
@@ -80,7 +81,10 @@ def list_runs(runtime: RuntimeDep, limit: Annotated[int, Query(ge=1, le=500)] = 
 
 
 @router.get("/training-runs/{run_id}", response_model=RunDetail, responses=errors(404))
-def get_run(run_id: int, runtime: RuntimeDep) -> RunOut:
+def get_run(
+    run_id: Annotated[int, FastPath(ge=1, le=2**63 - 1, description="A run's id.")],
+    runtime: RuntimeDep,
+) -> RunOut:
     with session_scope(runtime.read_sessions) as s:
         run = s.get(TrainingRun, run_id)
         if run is None:

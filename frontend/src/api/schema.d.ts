@@ -2781,6 +2781,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description A run's id. */
                 run_id: number;
             };
             cookie?: never;
