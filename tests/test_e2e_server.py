@@ -36,7 +36,13 @@ class Server:
         self.base = f"http://127.0.0.1:{self.port}"
         self.db = f"sqlite:///{data / 'loopchat.db'}"
         self.log = data / "server.log"
-        env = {**os.environ, "LOOPCHAT_DATA_DIR": str(data), "LOOPCHAT_MAX_MODEL_LEN": "1024"}
+        env = {
+            **os.environ,
+            "LOOPCHAT_DATA_DIR": str(data),
+            "LOOPCHAT_MAX_MODEL_LEN": "1024",
+            # One key sends 48 requests at once to load the engine, past a person's 4.
+            "LOOPCHAT_GENERATIONS_AT_ONCE_PER_USER": "64",
+        }
         self.env = env
         self.key = self.cli("keys", "create", "--name", "e2e").stdout.strip()
         cmd = [
