@@ -7,8 +7,9 @@ an untyped `app.state` lookup.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -60,6 +61,16 @@ class Lease:
                 self.slots.give_back(self.key, self.token, self.cost)
             except LimitsStoreError as e:  # the lease expires on its own
                 log.warning("could not free a slot of %s: %s", self.key, e)
+
+
+@contextlib.contextmanager
+def _limit_store() -> Iterator[None]:
+    """A limit store that cannot be reached refuses (503) rather than letting through."""
+    try:
+        yield
+    except LimitsStoreError as e:
+        log.error("rate limit store unreachable: %s", e)
+        raise NotReady("the rate limit store is unreachable; try again shortly") from None
 
 
 class Phase(StrEnum):
@@ -164,11 +175,8 @@ class Runtime:
         if user_id == OPERATOR_USER_ID:
             return None
         key = f"{kind}:{user_id}"
-        try:
+        with _limit_store():
             token = self.slots.take(key, limit, count, ttl_s)
-        except LimitsStoreError as e:
-            log.error("rate limit store unreachable: %s", e)
-            raise NotReady("the rate limit store is unreachable; try again shortly") from None
         if token is None:
             raise RateLimited(message, retry_after_s=1)
         return Lease(self.slots, key, token, count)
@@ -186,11 +194,8 @@ class Runtime:
     def _take(self, rule: Rule, key: str, what: str, cost: int = 1) -> None:
         """Spend `cost` of `rule` for `key`: RateLimited saying `what` ran out, or NotReady
         when the limit store cannot be reached."""
-        try:
+        with _limit_store():
             wait = self.rate_limits.hit(rule, key, cost)
-        except LimitsStoreError as e:
-            log.error("rate limit store unreachable: %s", e)
-            raise NotReady("the rate limit store is unreachable; try again shortly") from None
         if wait > 0:
             seconds = retry_after_seconds(wait)
             raise RateLimited(
