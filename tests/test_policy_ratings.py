@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from service.policies.ratings import (
     rate_versions,
 )
 from service.policies.rules import PromotionRule, Verdict, decide
-from store.intervals import Interval, wilson_interval
+from store.intervals import Interval, confidence_sequence, wilson_interval
 
 TRUE = {"v0": 0.0, "v1": 0.5, "v2": 1.0, "v3": -0.5}
 NAMES = list(TRUE)
@@ -186,7 +187,7 @@ def test_promotes_retires_and_waits_on_comparisons() -> None:
     promote = decide(RULE, h2h(70, 100), EVEN, EVEN)
     assert promote.verdict is Verdict.PROMOTE
     assert "0.70" in promote.reason and "100 comparisons" in promote.reason
-    assert promote.metrics["win_low"] == pytest.approx(wilson_interval(70, 100).low)
+    assert promote.metrics["win_low"] == pytest.approx(confidence_sequence(70, 100).low)
     assert decide(RULE, h2h(30, 100), EVEN, EVEN).verdict is Verdict.RETIRE
     wait = decide(RULE, h2h(52, 100), EVEN, EVEN)
     assert wait.verdict is Verdict.WAIT
@@ -203,6 +204,31 @@ def test_retires_on_thumbs_even_with_few_comparisons() -> None:
     assert decide(off, h2h(3, 5), (10, 40), (40, 10)).verdict is Verdict.WAIT
     assert decide(RULE, h2h(3, 5), (2, 8), (40, 10)).verdict is Verdict.WAIT  # too few thumbs
     assert decide(RULE, h2h(3, 5), (20, 30), (30, 20)).verdict is Verdict.WAIT  # overlapping
+
+
+def test_a_rule_checked_after_every_vote_rarely_decides_an_even_canary() -> None:
+    """The rule runs at every poll, so it must hold under continuous monitoring: over
+    1000 votes of an even canary, a fixed-n 95% interval checked after each vote
+    decides in a large share of runs; the rule's confidence sequence in about 5%."""
+    runs, votes = 200, 1000
+    fixed = sequential = 0
+    for seed in range(runs):
+        rng = random.Random(seed)
+        wins, by_fixed, by_rule = 0, False, False
+        for n in range(1, votes + 1):
+            wins += rng.random() < 0.5
+            if n < RULE.min_comparisons:
+                continue
+            w = wilson_interval(wins, n)
+            by_fixed = by_fixed or w.low > 0.5 or w.high < 0.5
+            verdict = decide(RULE, h2h(wins, n), EVEN, EVEN).verdict
+            by_rule = by_rule or verdict is not Verdict.WAIT
+            if by_fixed and by_rule:
+                break
+        fixed += by_fixed
+        sequential += by_rule
+    assert fixed / runs > 0.25
+    assert sequential / runs <= 0.08
 
 
 def test_rule_validates_its_bounds() -> None:

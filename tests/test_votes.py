@@ -22,7 +22,7 @@ from store.db.models import (
     UserKind,
 )
 from store.db.session import make_engine, make_session_factory, session_scope
-from store.intervals import Interval, wilson_interval, z_score
+from store.intervals import Interval, confidence_sequence, wilson_interval, z_score
 from store.votes import (
     ComparisonSides,
     VersionThumbs,
@@ -188,3 +188,19 @@ def test_wilson_interval_known_values() -> None:
             wilson_interval(*bad)
     with pytest.raises(ValueError):
         wilson_interval(1, 2, level=1.0)
+
+
+def test_confidence_sequence_is_wider_than_wilson_and_shrinks() -> None:
+    for n in (30, 100, 1000):
+        cs, w = confidence_sequence(0.6 * n, n), wilson_interval(0.6 * n, n)
+        assert cs.low < w.low and cs.high > w.high  # the price of looking at every n
+    widths = [confidence_sequence(n / 2, n).high - confidence_sequence(n / 2, n).low
+              for n in (10, 100, 1000, 10000)]  # fmt: skip
+    assert widths == sorted(widths, reverse=True) and widths[-1] < 0.06
+    assert confidence_sequence(0, 0) == Interval(0.0, 1.0)
+    assert confidence_sequence(2.5, 5).low < 0.5 < confidence_sequence(2.5, 5).high
+    for bad in ((-1, 3), (4, 3), (1, -1)):
+        with pytest.raises(ValueError):
+            confidence_sequence(*bad)
+    with pytest.raises(ValueError):
+        confidence_sequence(1, 2, tuned_for=0)
