@@ -27,7 +27,7 @@ from service.api import (
     training,
     ws,
 )
-from service.api.openapi import document_errors
+from service.api.openapi import RequestLimits, document_errors, document_limits
 from service.api.ws import MAX_FRAME_BYTES
 from service.chat.engines.base import Engine
 from service.chat.engines.factory import build_engine
@@ -51,11 +51,17 @@ log = logging.getLogger(__name__)
 
 
 class LoopchatApp(FastAPI):
-    """FastAPI whose schema documents the error envelope the handlers below send."""
+    """FastAPI whose schema documents the error envelope the handlers below send and the
+    configured caps on requests."""
+
+    request_limits: RequestLimits | None = None
 
     def openapi(self) -> dict[str, Any]:
         if self.openapi_schema is None:
-            self.openapi_schema = document_errors(super().openapi())
+            schema = document_errors(super().openapi())
+            if self.request_limits is not None:
+                schema = document_limits(schema, self.request_limits)
+            self.openapi_schema = schema
         return self.openapi_schema
 
 
@@ -106,6 +112,12 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
             await runtime.stop()
 
     app = LoopchatApp(title="loopchat", version="0.1.0", lifespan=lifespan)
+    app.request_limits = RequestLimits(
+        max_n=settings.max_n,
+        max_new_tokens=settings.max_new_tokens,
+        max_messages=settings.max_messages,
+        max_stop_sequences=settings.max_stop_sequences,
+    )
     for module in (
         chat,
         models,

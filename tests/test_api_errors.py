@@ -44,8 +44,18 @@ BAD_BODIES: list[tuple[str, dict[str, Any], int, str | None]] = [
     ("stream wrong type", {"messages": HELLO, "stream": "yes please"}, 422, "stream"),
     ("empty stop", {"messages": HELLO, "stop": [""]}, 422, "stop"),
     ("tools unsupported", {"messages": HELLO, "tools": [{"type": "function"}]}, 422, None),
-    ("assistant last", {"messages": [{"role": "assistant", "content": "hi"}]}, 422, None),
+    ("whitespace only", {"messages": [{"role": "user", "content": " \n"}]}, 400, "messages"),
 ]
+
+
+def test_a_conversation_ending_with_the_assistant_gets_the_next_reply(
+    client: TestClient,
+) -> None:
+    """As OpenAI's and vLLM's servers do: the model answers after the last message,
+    whoever wrote it (the schema could not say "not the assistant last")."""
+    r = client.post(CHAT, json={"messages": [*HELLO, {"role": "assistant", "content": "hi"}]})
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["message"]["content"]
 
 
 @pytest.fixture

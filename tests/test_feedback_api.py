@@ -265,9 +265,13 @@ def test_comparison_request_refusals(app: tuple[TestClient, str]) -> None:
         {"messages": HELLO, "temperature": 0},  # sampling is the server's: no reproducing
         {"messages": HELLO, "seed": 7},
         {"messages": HELLO, "top_p": 0.1},
-        {"messages": [{"role": "assistant", "content": "x"}]},
+        {"messages": HELLO, "max_tokens": 10**6},
     ):
-        assert_error(client.post(COMPARE, json=body, headers=dev), 422)
+        assert_error(
+            client.post(COMPARE, json=body, headers=dev), 422 if "max_tokens" not in body else 400
+        )
+    blank = {"messages": [{"role": "user", "content": " "}]}
+    assert_error(client.post(COMPARE, json=blank, headers=dev), 400, param="messages")
     assert_error(client.post(COMPARE, json={"messages": HELLO}), 401)
     assert count(db, Comparison) == 0 and count(db, Generation) == 0
 

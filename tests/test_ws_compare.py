@@ -319,21 +319,24 @@ def test_bad_frames_get_errors_and_change_nothing(make_client: MakeClient, db_ur
         cid = s.comparison["id"]
         stored = sorted((g.id, g.status, g.text) for g in fetch(db_url, Generation))
 
+        checked_by_service: list[Frame] = [  # what the schema allows, the service refuses
+            {"messages": [{"role": "user", "content": " "}]},
+            {"messages": HELLO, "max_tokens": 100_000},
+        ]
         refused: list[Frame] = [
             {"messages": HELLO, "model": "loopchat@v0"},  # versions are hidden: no choosing
             {"messages": HELLO, "n": 2},
             {"messages": []},
             {"messages": HELLO, "temperature": 0},
             {"messages": HELLO, "seed": 3},
-            {"messages": [{"role": "assistant", "content": "x"}]},
-            {"messages": HELLO, "max_tokens": 100_000},
+            *checked_by_service,
         ]
         for fields in refused:
             ws.send_json({"type": "compare", **fields})
             err = ws.receive_json()
             assert err["type"] == "error", (fields, err)
             # Schema errors are invalid_value (as HTTP's 422); a cap is bad_request (HTTP's 400).
-            expected = "bad_request" if "max_tokens" in fields else "invalid_value"
+            expected = "bad_request" if fields in checked_by_service else "invalid_value"
             assert err["error"]["code"] == expected, (fields, err)
             assert err["error"]["type"] == "invalid_request_error"
         assert ws_error_message(ws, {"type": "compare", "messages": HELLO, "model": "x"}) == (

@@ -9,6 +9,7 @@ replaced, and a route with a JSON body gets 400 (not JSON) and 413 (too large).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from service.protocol.errors import ErrorResponse
@@ -98,3 +99,35 @@ def _schema_ref(response: dict[str, Any] | None) -> str | None:
         response.get("content", {}).get("application/json", {}).get("schema", {}).get("$ref")
     )
     return ref
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """The server's own caps on a chat request (settings), published in the schema."""
+
+    max_n: int
+    max_new_tokens: int
+    max_messages: int
+    max_stop_sequences: int
+
+
+def document_limits(schema: dict[str, Any], limits: RequestLimits) -> dict[str, Any]:
+    """Write the configured caps into the request schemas (in place), so that what the
+    schema allows is what the server takes: a generated client or fuzzer asking for
+    n = 10 or max_tokens = 10**6 learns the cap from the schema, not from a 400."""
+    components = schema["components"]["schemas"]
+    for name in ("ChatCompletionRequest", "ComparisonRequest"):
+        props = components[name]["properties"]
+        props["messages"]["maxItems"] = limits.max_messages
+        for field in ("max_tokens", "max_completion_tokens"):
+            for option in props[field]["anyOf"]:
+                if option.get("type") == "integer":
+                    option["maximum"] = limits.max_new_tokens
+    props = components["ChatCompletionRequest"]["properties"]
+    props["n"]["maximum"] = limits.max_n
+    for option in props["stop"]["anyOf"]:
+        if option.get("type") == "array":
+            option["maxItems"] = limits.max_stop_sequences
+        elif option.get("type") == "string" and limits.max_stop_sequences == 0:
+            option["not"] = {}  # no stop sequence at all is allowed
+    return schema

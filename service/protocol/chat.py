@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.chat.engines.base import Sampling
 
@@ -35,6 +35,35 @@ class ChatMessage(BaseModel):
         return {"role": role, "content": self.text()}
 
 
+# Said in the schema so that generated requests carry some text: somewhere in the
+# conversation a message's content (or one of its text parts) is not only whitespace.
+# The service refuses a conversation without any (`messages must contain some text`).
+_SOME_TEXT = r"\S"
+SOME_TEXT_SCHEMA: dict[str, Any] = {
+    "contains": {
+        "type": "object",
+        "required": ["content"],
+        "properties": {
+            "content": {
+                "anyOf": [
+                    {"type": "string", "pattern": _SOME_TEXT},
+                    {
+                        "type": "array",
+                        "contains": {
+                            "type": "object",
+                            "required": ["text"],
+                            "properties": {"text": {"type": "string", "pattern": _SOME_TEXT}},
+                        },
+                    },
+                ]
+            }
+        },
+    }
+}
+
+StopSequence = Annotated[str, Field(min_length=1)]
+
+
 class StreamOptions(BaseModel):
     include_usage: bool = False
 
@@ -51,16 +80,8 @@ class SamplingFields(BaseModel):
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
-    stop: str | list[str] | None = None
+    stop: StopSequence | list[StopSequence] | None = None
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
-
-    @field_validator("stop")
-    @classmethod
-    def _stop(cls, v: str | list[str] | None) -> str | list[str] | None:
-        items = [v] if isinstance(v, str) else (v or [])
-        if any(not s for s in items):
-            raise ValueError("stop sequences must be non-empty strings")
-        return v
 
     def stop_list(self) -> tuple[str, ...]:
         if self.stop is None:
@@ -86,7 +107,7 @@ class ChatCompletionRequest(SamplingFields):
     model_config = ConfigDict(extra="allow")
 
     model: str = "loopchat"
-    messages: list[ChatMessage] = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1, json_schema_extra=SOME_TEXT_SCHEMA)
     n: int = Field(1, ge=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -103,8 +124,6 @@ class ChatCompletionRequest(SamplingFields):
         rf = extra.get("response_format")
         if isinstance(rf, dict) and rf.get("type") not in (None, "text"):
             raise ValueError("only response_format type 'text' is supported")
-        if self.messages[-1].role == "assistant":
-            raise ValueError("the last message must not be from the assistant")
         return self
 
     def template_messages(self) -> list[dict[str, str]]:

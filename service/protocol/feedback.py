@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from service.protocol.chat import ChatCompletionRequest, ChatMessage
+from service.feedback.reasons import COMPARISON, NEGATIVE, POSITIVE
+from service.protocol.chat import SOME_TEXT_SCHEMA, ChatCompletionRequest, ChatMessage
 from service.protocol.types import UtcDatetime
 
 Choice = Literal["a", "b", "tie", "both_bad"]
@@ -17,12 +18,29 @@ COMMENT_HARD_CAP = 100_000
 
 
 class FeedbackRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
     generation_id: str = Field(max_length=200, description="From a chat reply or a comparison.")
     rating: Literal["up", "down"]
-    reason: str | None = Field(None, max_length=64, description="A tag from /v1/feedback/reasons.")
+    reason: str | None = Field(
+        None,
+        max_length=64,
+        description="A tag from /v1/feedback/reasons, of the rating's own list.",
+        json_schema_extra={"enum": [*POSITIVE, *[t for t in NEGATIVE if t not in POSITIVE], None]},
+    )
     comment: str | None = Field(None, max_length=COMMENT_HARD_CAP)
+
+    # The tag list depends on the rating; the schema says so, the service checks it.
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "allOf": [
+                {
+                    "if": {"properties": {"rating": {"const": rating}}},
+                    "then": {"properties": {"reason": {"enum": [*tags, None]}}},
+                }
+                for rating, tags in (("up", POSITIVE), ("down", NEGATIVE))
+            ]
+        },
+    )
 
 
 class RatingOut(BaseModel):
@@ -35,10 +53,14 @@ class RatingOut(BaseModel):
     changed: bool = Field(description="False when the request repeated the stored vote.")
 
 
+def _tags(tags: tuple[str, ...]) -> dict[str, object]:
+    return {"items": {"type": "string", "enum": list(tags)}}
+
+
 class ReasonsOut(BaseModel):
-    up: list[str]
-    down: list[str]
-    comparison: list[str]
+    up: list[str] = Field(json_schema_extra=_tags(POSITIVE))
+    down: list[str] = Field(json_schema_extra=_tags(NEGATIVE))
+    comparison: list[str] = Field(json_schema_extra=_tags(COMPARISON))
 
 
 class ComparisonRequest(BaseModel):
@@ -50,15 +72,9 @@ class ComparisonRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    messages: list[ChatMessage] = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1, json_schema_extra=SOME_TEXT_SCHEMA)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
-
-    @model_validator(mode="after")
-    def _last_not_assistant(self) -> ComparisonRequest:
-        if self.messages[-1].role == "assistant":
-            raise ValueError("the last message must not be from the assistant")
-        return self
 
     def to_chat(self, temperature: float, seed: int) -> ChatCompletionRequest:
         return ChatCompletionRequest.model_validate(
@@ -94,7 +110,12 @@ class VoteRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     choice: Choice
-    reason: str | None = Field(None, max_length=64, description="A comparison reason tag.")
+    reason: str | None = Field(
+        None,
+        max_length=64,
+        description="A comparison reason tag.",
+        json_schema_extra={"enum": [*COMPARISON, None]},
+    )
 
 
 class SessionOut(BaseModel):

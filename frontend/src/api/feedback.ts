@@ -1,11 +1,11 @@
 /** Thumbs on replies (/v1/feedback) and the reason tags; comparison votes over REST. */
 import { api, unwrap } from './http';
-import type { Choice, ComparisonOut, RatingOut, ReasonsOut, Thumb } from './types';
+import type { Choice, ComparisonOut, ComparisonReason, RatingOut, RatingReason, ReasonsOut, Thumb } from './types';
 
 export interface RatingInput {
   generation_id: string;
   rating: Thumb;
-  reason?: string | null;
+  reason?: RatingReason | null;
   comment?: string | null;
 }
 
@@ -25,7 +25,7 @@ export function getReasons(): Promise<ReasonsOut> {
   return unwrap(api.GET('/v1/feedback/reasons'));
 }
 
-export function voteComparison(id: string, choice: Choice, reason: string | null): Promise<ComparisonOut> {
+export function voteComparison(id: string, choice: Choice, reason: ComparisonReason | null): Promise<ComparisonOut> {
   return unwrap(
     api.POST('/v1/comparisons/{comparison_id}/vote', {
       params: { path: { comparison_id: id } },

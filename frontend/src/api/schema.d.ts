@@ -925,10 +925,11 @@ export interface components {
             rating: "up" | "down";
             /**
              * Reason
-             * @description A tag from /v1/feedback/reasons.
+             * @description A tag from /v1/feedback/reasons, of the rating's own list.
+             * @enum {unknown}
              */
-            reason?: string | null;
-        };
+            reason?: "accurate" | "helpful" | "followed_instructions" | "well_written" | "concise" | "creative" | "other" | "wrong" | "not_helpful" | "ignored_instructions" | "off_topic" | "refused" | "too_long" | "too_short" | "badly_written" | "repetitive" | "unsafe" | null;
+        } & (unknown & unknown);
         /** FlaggedVoter */
         FlaggedVoter: {
             /**
@@ -1215,11 +1216,11 @@ export interface components {
         /** ReasonsOut */
         ReasonsOut: {
             /** Comparison */
-            comparison: string[];
+            comparison: ("more_accurate" | "more_helpful" | "followed_instructions" | "better_written" | "more_concise" | "safer" | "other")[];
             /** Down */
-            down: string[];
+            down: ("wrong" | "not_helpful" | "ignored_instructions" | "off_topic" | "refused" | "too_long" | "too_short" | "badly_written" | "repetitive" | "unsafe" | "other")[];
             /** Up */
-            up: string[];
+            up: ("accurate" | "helpful" | "followed_instructions" | "well_written" | "concise" | "creative" | "other")[];
         };
         /** RunDetail */
         RunDetail: {
@@ -1585,8 +1586,9 @@ export interface components {
             /**
              * Reason
              * @description A comparison reason tag.
+             * @enum {unknown}
              */
-            reason?: string | null;
+            reason?: "more_accurate" | "more_helpful" | "followed_instructions" | "better_written" | "more_concise" | "safer" | "other" | null;
         };
     };
     responses: never;

@@ -2,7 +2,7 @@
 import { type FormEvent, useEffect, useReducer, useRef, useState } from 'react';
 import { asErrorInfo } from '../api/errors';
 import { voteComparison } from '../api/feedback';
-import type { Choice } from '../api/types';
+import type { Choice, ComparisonReason } from '../api/types';
 import { reasonLabel, useReasons } from '../feedback/reasons';
 import { Markdown } from '../markdown/Markdown';
 import { ConnectionBanner } from '../ui/ConnectionBanner';
@@ -41,7 +41,7 @@ export function CompareView() {
   const reasons = useReasons();
   const [state, dispatch] = useReducer(compareReducer, emptyCompare);
   const [prompt, setPrompt] = useState('');
-  const [reason, setReason] = useState<string | null>(null);
+  const [reason, setReason] = useState<ComparisonReason | null>(null);
   const live = isLive(state);
   const liveRef = useRef(live);
   liveRef.current = live;

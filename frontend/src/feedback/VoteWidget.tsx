@@ -6,7 +6,7 @@
 import { type KeyboardEvent, type ReactNode, useEffect, useRef, useState } from 'react';
 import { asErrorInfo, describeError } from '../api/errors';
 import type { FeedbackApi } from '../api/feedback';
-import type { ReasonsOut, Thumb } from '../api/types';
+import type { RatingReason, ReasonsOut, Thumb } from '../api/types';
 import type { StoredVote } from '../chat/store';
 import { ThumbDown, ThumbUp } from '../ui/icons';
 import { reasonLabel } from './reasons';
@@ -26,7 +26,7 @@ const THUMBS: { rating: Thumb; label: string; Icon: () => ReactNode }[] = [
 
 export function VoteWidget({ generationId, vote, reasons, api, onChange }: VoteWidgetProps) {
   const [open, setOpen] = useState<Thumb | null>(null);
-  const [reason, setReason] = useState<string | null>(null);
+  const [reason, setReason] = useState<RatingReason | null>(null);
   const [comment, setComment] = useState('');
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<string | null>(null);
