@@ -234,13 +234,15 @@ def write_votes(
     ratings: Sequence[tuple[str, str, int]],
     start: datetime,
     seed: int = 0,
-    users: int = 20,
+    users: int | None = None,
     version: str = "v0",
 ) -> dict[str, int]:
     """Votes already decided, written as the API stores them, a second apart from `start`:
     comparisons as (prompt, reply a, reply b, "a" | "b" | "tie") and thumbs as (prompt,
-    reply, +1 | -1), all on replies of policy `version`."""
+    reply, +1 | -1), all on replies of policy `version`. `users`: that many voters; by
+    default one per 8 votes, so that the vote screen's cap per voter keeps them all."""
     rng = random.Random(seed)
+    users = users or max(1, -(-(len(comparisons) + len(ratings)) // 8))
     choices = {"a": ComparisonChoice.A, "b": ComparisonChoice.B, "tie": ComparisonChoice.TIE}
     with session_scope(sessions) as s:
         v = repository.version_by_name(s, version)

@@ -48,9 +48,8 @@ def test_variants_train_on_the_same_votes(
     assert rows[0][7] == rows[0][8] == "-"
 
 
-def test_golds_and_sizes_give_learning_curves_on_the_same_replies(
-    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def _pool(tmp_path: Path) -> Path:
+    """Three replies to each of 60 prompts, as `--replies` keeps them."""
     pool = tmp_path / "replies.jsonl"
     lines = []
     for i in range(60):
@@ -67,6 +66,13 @@ def test_golds_and_sizes_give_learning_curves_on_the_same_replies(
             )
         )
     pool.write_text("\n".join(lines) + "\n")
+    return pool
+
+
+def test_golds_and_sizes_give_learning_curves_on_the_same_replies(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pool = _pool(tmp_path)
     out = tmp_path / "curves"
     args = ["bench", "reward", "--model", str(tiny_model_dir), "--data-dir", str(tmp_path)]
     args += ["--replies", str(pool), "--gold", "warm", "--gold", "concise"]
@@ -93,6 +99,23 @@ def test_golds_and_sizes_give_learning_curves_on_the_same_replies(
     assert golds["warm"]["replies"] == 180 and 0.0 <= golds["warm"]["base_rate"] <= 1.0
 
 
+def test_an_adversary_is_trained_on_with_the_screen_off_and_on(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["bench", "reward", "--model", str(tiny_model_dir), "--data-dir", str(tmp_path)]
+    args += ["--replies", str(_pool(tmp_path)), "--gold", "concise", "--adversary", "0.3"]
+    assert main([*args, "--set", "reward.max_length=64"]) == 0
+    captured = capsys.readouterr()
+    rows = _rows(captured.out)
+    label = "concise +adv0.30x1"
+    assert [r[0] for r in rows] == ["concise", f"{label} screen off", f"{label} screen on"]
+    assert len({r[4] for r in rows}) == 1  # measured on the same honest held-out pairs
+    clean, off, on = (int(r[2]) for r in rows)
+    assert off > on >= clean  # the screen set some of the scripted votes aside
+    assert f"[bench reward] {label} screen off: 77 of 257 comparisons" in captured.err
+    assert "set aside" in captured.err
+
+
 @pytest.mark.parametrize(
     "variants, message",
     [
@@ -107,6 +130,8 @@ def test_golds_and_sizes_give_learning_curves_on_the_same_replies(
         (["--events", "80", "--sizes", "10,none"], "--sizes: 'none' is not"),
         (["--events", "80", "--gold", "nosuch"], "gold 'nosuch' is not"),
         (["--replies", "x.jsonl", "--per-prompt", "1"], "--per-prompt must be at least 2"),
+        (["--events", "80", "--adversary", "0.3"], "--adversary needs --gold"),
+        (["--events", "80", "--gold", "warm", "--adversary", "1"], "share must be in [0, 1)"),
     ],
 )
 def test_bad_input_is_refused(

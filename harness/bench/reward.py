@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from harness.bench.poison import Adversary, poison, screened
 from harness.bench.pool import load_or_sample, seed_pool_votes
 from harness.bench.relabel import (
     GoldProfile,
@@ -256,6 +257,9 @@ class CurvePlan:
     golds: tuple[str, ...] = ()
     sizes: tuple[int | None, ...] = (None,)
     seed: int = 0
+    # With a gold: also train on its votes plus this adversary's, screened and not,
+    # measured on the same honest held-out pairs (`harness.bench.poison`).
+    adversary: Adversary | None = None
 
 
 @dataclass(frozen=True)
@@ -292,13 +296,37 @@ def _vote_sets(
     snap: Snapshot, cfg: TrainConfig, plan: CurvePlan
 ) -> list[tuple[tuple[str, GoldFn] | None, RoundData]]:
     """(gold, round data) per gold the votes are re-cast with; the stored votes alone when
-    there is no gold."""
+    there is no gold. With an adversary, each gold's votes are followed by its attacked
+    versions (label `GOLD +adv0.30 screen off|on`), trained on their own training pairs
+    and measured on the honest held-out pairs."""
     if not plan.golds:
         return [(None, build_round_data(snap, cfg.data))]
     out: list[tuple[tuple[str, GoldFn] | None, RoundData]] = []
     for spec in plan.golds:
         fn = load_gold(spec)
-        out.append(((spec, fn), build_round_data(relabel(snap, fn, plan.seed), cfg.data)))
+        honest_snap = relabel(snap, fn, plan.seed)
+        honest = build_round_data(honest_snap, cfg.data)
+        out.append(((spec, fn), honest))
+        adv = plan.adversary
+        if adv is None:
+            continue
+        rules = cfg.data.evidence()
+        attacked = poison(honest_snap, fn, adv, rules, plan.seed)
+        kept, screening = screened(attacked, rules)
+        label = f"{spec} +adv{adv.share:.2f}x{adv.addresses}"
+        for name, votes in (("screen off", attacked.snapshot), ("screen on", kept)):
+            data = build_round_data(votes, cfg.data)
+            adv_pairs = sum(
+                1 for c in votes.comparisons if c.id in attacked.adversary_ids
+            )  # fmt: skip
+            print(
+                f"[bench reward] {label} {name}: {adv_pairs} of {len(votes.comparisons)} "
+                f"comparisons are the adversary's"
+                + (f"; set aside: {screening.summary()}" if name == "screen on" else ""),
+                file=sys.stderr,
+                flush=True,
+            )
+            out.append(((f"{label} {name}", fn), replace(data, heldout_pairs=honest.heldout_pairs)))
     return out
 
 

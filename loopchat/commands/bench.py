@@ -190,6 +190,16 @@ def _add_reward(bench: Subparsers) -> None:
         "all); default: all",
     )
     sp.add_argument("--seed", type=int, default=0, help="seed of re-voting and subsets")
+    sp.add_argument(
+        "--adversary",
+        type=float,
+        metavar="SHARE",
+        help="with --gold: also add this share of scripted votes against the gold, and "
+        "train with the vote screen off and on (measured on the honest held-out pairs)",
+    )
+    sp.add_argument(
+        "--adversary-addresses", type=int, default=1, help="client addresses it votes from"
+    )
     sp.add_argument("--out", type=Path, help="also write rows.json and curves.png here")
     sp.add_argument(
         "--variant",
@@ -240,6 +250,7 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_reward(args: argparse.Namespace) -> int:
+    from harness.bench.poison import Adversary
     from harness.bench.reward import (
         CurvePlan,
         VoteSource,
@@ -253,8 +264,13 @@ def cmd_bench_reward(args: argparse.Namespace) -> int:
     try:
         variants = [parse_variant(text) for text in args.variant or ["config"]]
         configs = variant_configs(args.config, args.set or [], variants)
-        plan = CurvePlan(tuple(args.gold or ()), parse_sizes(args.sizes), args.seed)
-    except ConfigError as e:
+        adversary = None
+        if args.adversary is not None:
+            if not args.gold:
+                raise ConfigError("--adversary needs --gold: its votes go against a gold")
+            adversary = Adversary(args.adversary, args.adversary_addresses)
+        plan = CurvePlan(tuple(args.gold or ()), parse_sizes(args.sizes), args.seed, adversary)
+    except (ConfigError, ValueError) as e:
         print(f"loopchat bench reward: {e}", file=sys.stderr)
         return 2
     if args.events is not None and args.events < 1:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.config import JsonDict
 
 from service.feedback.reasons import COMPARISON, NEGATIVE, POSITIVE
 from service.protocol.chat import SOME_TEXT_SCHEMA, ChatCompletionRequest, ChatMessage
@@ -53,7 +54,7 @@ class RatingOut(BaseModel):
     changed: bool = Field(description="False when the request repeated the stored vote.")
 
 
-def _tags(tags: tuple[str, ...]) -> dict[str, object]:
+def _tags(tags: tuple[str, ...]) -> JsonDict:
     return {"items": {"type": "string", "enum": list(tags)}}
 
 
