@@ -31,9 +31,10 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol, TypeVar
 
 # Why a vote was set aside (stable strings: they appear in stats, events and the export).
 UNTRUSTED = "session_too_new"
@@ -109,41 +110,68 @@ class Screening:
         }
 
 
-def screen(ballots: Iterable[Ballot], rules: EvidenceRules, now: datetime) -> Screening:
-    """Split `ballots` into those that count and those set aside (with the reason)."""
-    out = Screening()
-    ordered = sorted(ballots, key=lambda b: (b.at, b.id))
-    if not rules.enabled:
-        out.kept = ordered
-        return out
-    trusted: list[Ballot] = []
-    for b in ordered:
+class _Vote(Protocol):
+    @property
+    def id(self) -> str: ...
+    @property
+    def user(self) -> str: ...
+    @property
+    def user_since(self) -> datetime | None: ...
+    @property
+    def at(self) -> datetime: ...
+    @property
+    def origin(self) -> str | None: ...
+
+
+_V = TypeVar("_V", bound=_Vote)
+
+
+def _trusted_and_capped(
+    votes: Iterable[_V], group: Callable[[_V], Hashable], rules: EvidenceRules, now: datetime
+) -> tuple[list[_V], list[_V], list[tuple[_V, str]]]:
+    """(trusted, trusted and within the caps, set aside with the reason), in vote order.
+    `group`: what the caps count per (a comparison's pair of versions, a thumb's version)."""
+    dropped: list[tuple[_V, str]] = []
+    trusted: list[_V] = []
+    for v in sorted(votes, key=lambda v: (v.at, v.id)):
         young = (
-            b.user_since is not None and (now - b.user_since).total_seconds() < rules.trust_age_s
+            v.user_since is not None and (now - v.user_since).total_seconds() < rules.trust_age_s
         )
         if young:
-            out.dropped.append((b, UNTRUSTED))
+            dropped.append((v, UNTRUSTED))
         else:
-            trusted.append(b)
-    capped: list[Ballot] = []
-    per_user: Counter[tuple[str, frozenset[str]]] = Counter()
-    per_origin: Counter[tuple[str, frozenset[str]]] = Counter()
-    per_pair: Counter[frozenset[str]] = Counter()
-    for b in trusted:  # in vote order: a cap that grows with the pair counts as it grew
-        pair = frozenset((b.version_a, b.version_b))
-        user_n = per_user[(b.user, pair)] + 1
-        origin_n = 0 if b.origin is None else per_origin[(b.origin, pair)] + 1
-        origin_cap = max(rules.max_per_origin_pair, rules.max_origin_share * (per_pair[pair] + 1))
+            trusted.append(v)
+    capped: list[_V] = []
+    per_user: Counter[tuple[str, Hashable]] = Counter()
+    per_origin: Counter[tuple[str, Hashable]] = Counter()
+    per_group: Counter[Hashable] = Counter()
+    for v in trusted:  # in vote order: a cap that grows with the group counts as it grew
+        g = group(v)
+        user_n = per_user[(v.user, g)] + 1
+        origin_n = 0 if v.origin is None else per_origin[(v.origin, g)] + 1
+        origin_cap = max(rules.max_per_origin_pair, rules.max_origin_share * (per_group[g] + 1))
         if (rules.max_per_user_pair and user_n > rules.max_per_user_pair) or (
             rules.max_per_origin_pair and origin_n > origin_cap
         ):
-            out.dropped.append((b, OVER_CAP))
+            dropped.append((v, OVER_CAP))
             continue
-        per_user[(b.user, pair)] = user_n
-        if b.origin is not None:
-            per_origin[(b.origin, pair)] = origin_n
-        per_pair[pair] += 1
-        capped.append(b)
+        per_user[(v.user, g)] = user_n
+        if v.origin is not None:
+            per_origin[(v.origin, g)] = origin_n
+        per_group[g] += 1
+        capped.append(v)
+    return trusted, capped, dropped
+
+
+def screen(ballots: Iterable[Ballot], rules: EvidenceRules, now: datetime) -> Screening:
+    """Split `ballots` into those that count and those set aside (with the reason)."""
+    out = Screening()
+    if not rules.enabled:
+        out.kept = sorted(ballots, key=lambda b: (b.at, b.id))
+        return out
+    trusted, capped, out.dropped = _trusted_and_capped(
+        ballots, lambda b: frozenset((b.version_a, b.version_b)), rules, now
+    )
     # A voter is tested on all their votes (a bot past the cap has shown more of itself),
     # against what everyone else's counted votes say.
     out.flagged = _anomalous(trusted, capped, rules)
@@ -153,6 +181,53 @@ def screen(ballots: Iterable[Ballot], rules: EvidenceRules, now: datetime) -> Sc
             out.kept.append(b)
         else:
             out.dropped.append((b, reason.split(":", 1)[0]))
+    return out
+
+
+@dataclass(frozen=True)
+class Thumb:
+    """One live thumbs rating as the screen sees it."""
+
+    id: str
+    user: str
+    user_since: datetime | None  # None: trusted (a key)
+    version: str
+    value: int  # +1 up, -1 down
+    at: datetime
+    origin: str | None = None
+
+
+@dataclass
+class ThumbScreening:
+    kept: list[Thumb] = field(default_factory=list)
+    dropped: list[tuple[Thumb, str]] = field(default_factory=list)
+
+    def reasons(self) -> dict[str, str]:
+        return {t.id: r for t, r in self.dropped}
+
+    def counts(self, versions: set[str] | None = None) -> dict[str, int]:
+        """Thumbs set aside by reason; `versions`: only thumbs of those versions."""
+        by = Counter(r for t, r in self.dropped if versions is None or t.version in versions)
+        return {r: by.get(r, 0) for r in (UNTRUSTED, OVER_CAP)}
+
+    def per_version(self) -> dict[str, tuple[int, int]]:
+        """(up, down) of the thumbs that count, per version."""
+        up: Counter[str] = Counter(t.version for t in self.kept if t.value > 0)
+        down: Counter[str] = Counter(t.version for t in self.kept if t.value < 0)
+        return {v: (up[v], down[v]) for v in sorted(set(up) | set(down))}
+
+
+def screen_thumbs(thumbs: Iterable[Thumb], rules: EvidenceRules, now: datetime) -> ThumbScreening:
+    """Thumbs that count as evidence, by the rules comparisons are counted by: a session's
+    thumbs once it is `trust_age_s` old, and per version at most `max_per_user_pair`
+    from one voter and the origin cap from one address. (No side or consensus test: a
+    thumb has no sides, and one person's taste may differ from everyone's.) Without the
+    caps, a script minting sessions could retire a canary with thumbs-down alone."""
+    out = ThumbScreening()
+    if not rules.enabled:
+        out.kept = sorted(thumbs, key=lambda t: (t.at, t.id))
+        return out
+    _, out.kept, out.dropped = _trusted_and_capped(thumbs, lambda t: t.version, rules, now)
     return out
 
 

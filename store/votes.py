@@ -27,7 +27,7 @@ from store.db.models import (
     User,
     UserKind,
 )
-from store.evidence import Ballot
+from store.evidence import Ballot, Thumb
 
 # Replies that count for training and statistics: finished, or cut off by the client
 # (the text the user saw). Failed and still-streaming replies do not.
@@ -211,6 +211,39 @@ def ballots(
                 version_b=str(vb),
                 choice=ComparisonChoice(choice).value,
                 at=as_utc(voted or asked),
+                origin=None if origin is None else str(origin),
+            )
+        )
+    return out
+
+
+def thumb_ballots(
+    session: Session, since: datetime | None = None, until: datetime | None = None
+) -> list[Thumb]:
+    """Live thumbs as `store.evidence.screen_thumbs` sees them (trust as in `ballots`)."""
+    stmt = ratings_with_replies(
+        Rating.id,
+        Rating.user_id,
+        User.kind,
+        User.created_at,
+        User.origin,
+        Rating.value,
+        Rating.created_at,
+        since=since,
+        until=until,
+        live=True,
+    ).outerjoin(User, User.id == Rating.user_id)
+    out = []
+    for rid, user_id, kind, created, origin, value, at, version in session.execute(stmt):
+        anonymous = kind == UserKind.ANONYMOUS and created is not None
+        out.append(
+            Thumb(
+                id=str(rid),
+                user=str(user_id) if user_id is not None else f"none:r{rid}",
+                user_since=as_utc(created) if anonymous else None,
+                version=str(version),
+                value=int(value),
+                at=as_utc(at),
                 origin=None if origin is None else str(origin),
             )
         )

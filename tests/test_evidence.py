@@ -14,7 +14,15 @@ from sqlalchemy.orm import Session
 
 from store.db import repository
 from store.db.migrate import upgrade
-from store.db.models import Comparison, ComparisonChoice, PolicyVersion, User, UserKind, new_id
+from store.db.models import (
+    Comparison,
+    ComparisonChoice,
+    PolicyVersion,
+    Rating,
+    User,
+    UserKind,
+    new_id,
+)
 from store.db.session import make_engine, make_session_factory, session_scope
 from store.evidence import (
     AGAINST_CONSENSUS,
@@ -23,7 +31,9 @@ from store.evidence import (
     UNTRUSTED,
     Ballot,
     EvidenceRules,
+    Thumb,
     screen,
+    screen_thumbs,
 )
 from tests.dbutil import HI, fetch, generation_row, lora_version
 from tests.fakes import FakeEngine
@@ -226,3 +236,98 @@ def test_a_session_records_a_hash_of_its_address(make_client: Any, db_url: str) 
     origins = {u.id: u.origin for u in fetch(db_url, User)}
     assert origins[a1] == origins[a2] != origins[b]
     assert origins[a1] is not None and "203.0.113" not in origins[a1]
+
+
+# -- thumbs ---------------------------------------------------------------------------
+
+
+def thumb(i: int, user: str, value: int, *, since: datetime | None = OLD, version: str = "v1",
+          origin: str | None = None) -> Thumb:  # fmt: skip
+    return Thumb(f"r{i}", user, since, version, value, OLD + timedelta(seconds=i), origin)
+
+
+def test_thumbs_wait_for_the_session_and_count_to_the_caps() -> None:
+    young = NOW - timedelta(seconds=5)
+    votes = [thumb(0, "fresh", -1, since=young), thumb(1, "key", -1, since=None)]
+    votes += [thumb(2 + i, "heavy", -1) for i in range(15)]  # one voter, one version
+    votes += [thumb(20 + i, "heavy", 1, version="v0") for i in range(3)]  # another version
+    s = screen_thumbs(votes, EvidenceRules(), NOW)
+    assert s.reasons()["r0"] == UNTRUSTED and "r1" not in s.reasons()
+    assert s.counts() == {UNTRUSTED: 1, OVER_CAP: 5}
+    assert s.per_version() == {"v0": (3, 0), "v1": (0, 11)}  # the key's and 10 of heavy's
+    assert s.counts({"v0"}) == {UNTRUSTED: 0, OVER_CAP: 0}
+    off = screen_thumbs(votes, EvidenceRules(enabled=False), NOW)
+    assert len(off.kept) == len(votes) and off.dropped == []
+
+
+def test_thumbs_from_one_address_count_together() -> None:
+    votes = [thumb(i, f"minted{i}", -1, origin="addr-1") for i in range(40)]
+    votes += [thumb(100 + i, f"person{i}", 1, origin=f"addr-p{i}") for i in range(20)]
+    s = screen_thumbs(votes, EvidenceRules(), NOW)
+    # 40 sessions from one address count as max(5, 10% of the version's counted thumbs)
+    up, down = s.per_version()["v1"]
+    assert up == 20 and down <= max(5, 0.1 * (up + down)) + 1
+
+
+def _thumbs_from(db_url: str, version: str, value: int, n: int, created: datetime | None) -> None:
+    """`n` thumbs (each on its own reply of `version`) from one new anonymous user."""
+    user_id = new_id("usr")
+    user = User(id=user_id, kind=UserKind.ANONYMOUS)
+    if created is not None:
+        user.created_at = created
+    eng = make_engine(db_url)
+    try:
+        with Session(eng) as s, s.begin():
+            s.add(user)
+            vid = next(v.id for v in s.query(PolicyVersion) if v.name == version)
+            for _ in range(n):
+                gid = f"g-{uuid.uuid4().hex}"
+                s.add(generation_row(gid, vid))
+                s.flush()
+                s.add(Rating(generation_id=gid, user_id=user_id, value=value))
+    finally:
+        eng.dispose()
+
+
+def test_minted_sessions_cannot_retire_a_canary_with_thumbs(make_client: Any, db_url: str) -> None:
+    client = make_client(db_url, FakeEngine(), policy_poll_seconds=3600)
+    registry = client.app.state.runtime.registry
+    add_version(db_url, "v1")
+    notify(client, registry, "v1")
+    old = datetime.now(UTC) - timedelta(hours=1)
+    for _ in range(4):  # people who like the serving version's replies
+        _thumbs_from(db_url, "v0", 1, 10, created=old)
+    for _ in range(40):  # a script: fresh sessions, thumbs-down on the canary's replies
+        _thumbs_from(db_url, "v1", -1, 1, created=None)
+    _thumbs_from(db_url, "v1", -1, 40, created=old)  # and one aged session, 40 of them
+    client.portal.call(registry.poll_once)
+    d = registry.last_decision
+    assert d.verdict.value == "wait"
+    assert d.metrics["canary_thumbs"] == 10  # the aged session's cap
+    assert d.metrics[f"thumbs_set_aside_{UNTRUSTED}"] == 40
+    assert d.metrics[f"thumbs_set_aside_{OVER_CAP}"] == 30
+    assert fetch(db_url, PolicyVersion, PolicyVersion.name == "v1")[0].status.value == "canary"
+    stats = client.get("/v1/admin/stats").json()["evidence"]
+    assert stats["thumbs_set_aside"] == 70 and stats["thumbs_kept"] == 50
+
+
+def test_the_trainer_leaves_out_thumbs_the_screen_sets_aside(db_url: str, tmp_path: Path) -> None:
+    eng = make_engine(db_url)
+    upgrade(eng)
+    with session_scope(make_session_factory(eng)) as s:
+        repository.ensure_base_version(s, tmp_path)
+    eng.dispose()
+    _thumbs_from(db_url, "v0", 1, 12, created=datetime.now(UTC) - timedelta(hours=1))
+    _thumbs_from(db_url, "v0", -1, 3, created=None)
+    eng = make_engine(db_url)
+    try:
+        with session_scope(make_session_factory(eng)) as s:
+            now = datetime.now(UTC) + timedelta(seconds=1)
+            kw: dict[str, Any] = {"since": None, "replay_days": 1, "now": now, "max_prompts": 5}
+            screened = take_snapshot(s, **kw, evidence=DataConfig().evidence())
+            everything = take_snapshot(s, **kw, evidence=EvidenceRules(enabled=False))
+    finally:
+        eng.dispose()
+    assert len(everything.ratings) == 15
+    assert [r.value for r in screened.ratings] == [1] * 10
+    assert screened.set_aside == {f"thumbs_{UNTRUSTED}": 3, f"thumbs_{OVER_CAP}": 2}

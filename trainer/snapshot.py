@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from store.db.models import Comparison, ComparisonChoice, Generation, GenerationStatus, Rating
-from store.evidence import EvidenceRules, screen
+from store.evidence import EvidenceRules, screen, screen_thumbs
 from store.votes import (
     FINISHED,
     ComparisonSides,
@@ -27,6 +27,7 @@ from store.votes import (
     comparisons_with_replies,
     in_window,
     ratings_with_replies,
+    thumb_ballots,
 )
 from trainer.records import ComparisonVote, Messages, RatingVote, Reply, Snapshot, messages
 
@@ -166,8 +167,9 @@ def take_snapshot(
 ) -> Snapshot:
     """The votes and prompts of the window [since - replay_days, now), read once.
 
-    `evidence`: comparison votes the screen sets aside (`store.evidence`) are left out,
-    counted by reason in `set_aside`, as the server's canary rule leaves them out.
+    `evidence`: comparison votes and thumbs the screen sets aside (`store.evidence`) are
+    left out, counted by reason in `set_aside` (thumbs as `thumbs_<reason>`), as the
+    server's canary rule leaves them out.
 
     `since` None reads everything before `now` (the first round). Ratings: live ones, in
     vote order. Comparisons: voted ones whose two replies are final, in vote order.
@@ -179,14 +181,19 @@ def take_snapshot(
     start = None if since_utc is None else since_utc - timedelta(days=replay_days)
     replies = _Replies()
     comparisons = _comparisons(session, replies, start, end)
+    ratings = _ratings(session, replies, start, end)
     set_aside: dict[str, int] = {}
     if evidence is not None and evidence.enabled:
         screening = screen(ballots(session, start, end), evidence, end)
         aside = screening.reasons()
         comparisons = [c for c in comparisons if c.id not in aside]
         set_aside = {r: n for r, n in screening.counts().items() if n}
+        thumbs = screen_thumbs(thumb_ballots(session, start, end), evidence, end)
+        thumbs_aside = thumbs.reasons()
+        ratings = [r for r in ratings if str(r.id) not in thumbs_aside]
+        set_aside |= {f"thumbs_{r}": n for r, n in thumbs.counts().items() if n}
     return Snapshot(
-        ratings=tuple(_ratings(session, replies, start, end)),
+        ratings=tuple(ratings),
         comparisons=tuple(comparisons),
         prompts=tuple(_prompts(session, start, end, max_prompts)),
         window_start=start,

@@ -37,13 +37,14 @@ from service.protocol.admin import (
     VersionStats,
 )
 from store.db.models import Comparison, ComparisonChoice, Rating
-from store.evidence import EvidenceRules, screen
+from store.evidence import EvidenceRules, screen, screen_thumbs
 from store.intervals import wilson_interval
 from store.votes import (
     ComparisonSides,
     as_utc,
     ballots,
     comparisons_with_replies,
+    thumb_ballots,
     thumb_sums,
     thumbs_per_version,
 )
@@ -100,6 +101,7 @@ def feedback_stats(
 
 def _evidence(session: Session, rules: EvidenceRules, now: datetime, secret: str) -> EvidenceOut:
     screening = screen(ballots(session), rules, now)
+    thumbs = screen_thumbs(thumb_ballots(session), rules, now)
     return EvidenceOut(
         enabled=rules.enabled,
         kept=len(screening.kept),
@@ -109,6 +111,9 @@ def _evidence(session: Session, rules: EvidenceRules, now: datetime, secret: str
             FlaggedVoter(user_id=pseudonym(secret, user) if secret else user, reason=why)
             for user, why in sorted(screening.flagged.items())
         ],
+        thumbs_kept=len(thumbs.kept),
+        thumbs_set_aside=len(thumbs.dropped),
+        thumbs_by_reason=thumbs.counts(),
     )
 
 

@@ -423,15 +423,18 @@ class PolicyRegistry:
         if canary is None or serving is None:
             return None
         evidence = self.config.evidence
-        (matches, screening), thumbs = await self._db(
-            lambda s: (store.screened_matches(s, evidence), store.thumbs(s))
+        (matches, screening), thumb_screening = await self._db(
+            lambda s: (store.screened_matches(s, evidence), store.screened_thumbs(s, evidence))
         )
+        thumbs = thumb_screening.per_version()
         rule = self.config.rule
         h2h = head_to_head(matches, canary.name, serving.name, rule.level)
         decision = decide(
             rule, h2h, thumbs.get(canary.name, (0, 0)), thumbs.get(serving.name, (0, 0))
         )
-        decision.metrics.update(screening_metrics(screening, canary.name, serving.name))
+        decision.metrics.update(
+            screening_metrics(screening, canary.name, serving.name, thumb_screening)
+        )
         self.last_decision = decision
         if self._canary is None or self._canary.name != canary.name:
             return decision  # changed while we read the votes

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from service.policies.ratings import HeadToHead
-from store.evidence import Screening
+from store.evidence import Screening, ThumbScreening
 from store.intervals import Interval, confidence_sequence
 
 
@@ -131,14 +131,20 @@ def decide(
 
 
 def screening_metrics(
-    screening: Screening, canary: str, serving: str
+    screening: Screening,
+    canary: str,
+    serving: str,
+    thumbs: ThumbScreening | None = None,
 ) -> dict[str, float | int | None]:
-    """What the screen set aside among the canary's comparisons with serving, by reason,
-    for the decision's metrics (events, the dashboard)."""
+    """What the screen set aside among the canary's comparisons with serving (and the
+    two versions' thumbs), by reason, for the decision's metrics (events, the dashboard)."""
     pair = {canary, serving}
     kept = sum({b.version_a, b.version_b} == pair for b in screening.kept)
     out: dict[str, float | int | None] = {"screened_in": kept}
     for reason, n in screening.counts(pair).items():
         out[f"set_aside_{reason}"] = n
     out["flagged_voters"] = len(screening.flagged)
+    if thumbs is not None:
+        for reason, n in thumbs.counts(pair).items():
+            out[f"thumbs_set_aside_{reason}"] = n
     return out

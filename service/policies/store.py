@@ -17,8 +17,14 @@ from service.policies.lifecycle import Actor, EventKind
 from service.policies.ratings import Match
 from store.db.models import Comparison, ComparisonChoice, PolicyEvent, PolicyVersion, utcnow
 from store.domain import VersionKind, VersionStatus
-from store.evidence import EvidenceRules, Screening, screen
-from store.votes import ComparisonSides, ballots, comparisons_with_replies, thumbs_per_version
+from store.evidence import EvidenceRules, Screening, ThumbScreening, screen, screen_thumbs
+from store.votes import (
+    ComparisonSides,
+    ballots,
+    comparisons_with_replies,
+    thumb_ballots,
+    thumbs_per_version,
+)
 
 
 @dataclass(frozen=True)
@@ -198,3 +204,10 @@ def screened_matches(
 def thumbs(session: Session) -> dict[str, tuple[int, int]]:
     """(up, down) live ratings per version name."""
     return {t.version: (t.up, t.down) for t in thumbs_per_version(session)}
+
+
+def screened_thumbs(
+    session: Session, rules: EvidenceRules, now: datetime | None = None
+) -> ThumbScreening:
+    """The live thumbs that count as evidence (`store.evidence.screen_thumbs`)."""
+    return screen_thumbs(thumb_ballots(session), rules, now or utcnow())

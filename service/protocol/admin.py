@@ -54,7 +54,7 @@ class FlaggedVoter(BaseModel):
 
 
 class EvidenceOut(BaseModel):
-    """The screen the canary rule and the trainer apply to comparison votes (all time)."""
+    """The screen the canary rule and the trainer apply to votes (all time)."""
 
     enabled: bool
     kept: int = Field(description="Voted comparisons that count.")
@@ -64,6 +64,11 @@ class EvidenceOut(BaseModel):
         "side_bias, against_consensus."
     )
     flagged_voters: list[FlaggedVoter]
+    thumbs_kept: int = Field(description="Live thumbs that count.")
+    thumbs_set_aside: int
+    thumbs_by_reason: dict[str, int] = Field(
+        description="session_too_new, over_user_cap (per voter and per address, per version)."
+    )
 
 
 class StatsOut(BaseModel):

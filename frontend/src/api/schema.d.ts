@@ -882,7 +882,7 @@ export interface components {
         };
         /**
          * EvidenceOut
-         * @description The screen the canary rule and the trainer apply to comparison votes (all time).
+         * @description The screen the canary rule and the trainer apply to votes (all time).
          */
         EvidenceOut: {
             /**
@@ -903,6 +903,20 @@ export interface components {
             kept: number;
             /** Set Aside */
             set_aside: number;
+            /**
+             * Thumbs By Reason
+             * @description session_too_new, over_user_cap (per voter and per address, per version).
+             */
+            thumbs_by_reason: {
+                [key: string]: number;
+            };
+            /**
+             * Thumbs Kept
+             * @description Live thumbs that count.
+             */
+            thumbs_kept: number;
+            /** Thumbs Set Aside */
+            thumbs_set_aside: number;
         };
         /**
          * ExportFormat

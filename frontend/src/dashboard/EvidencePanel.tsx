@@ -9,7 +9,7 @@ const REASONS: Record<string, string> = {
   against_consensus: 'Voter against everyone else',
 };
 
-/** Which comparison votes the canary rule and the trainer count, and what was set aside. */
+/** Which votes the canary rule and the trainer count, and what was set aside. */
 export function EvidencePanel({ evidence }: { evidence: Evidence | null | undefined }) {
   if (!evidence) return null;
   return (
@@ -18,13 +18,16 @@ export function EvidencePanel({ evidence }: { evidence: Evidence | null | undefi
       {!evidence.enabled && <p className="muted">The vote screen is off: every comparison vote counts.</p>}
       <p>
         <span data-testid="evidence-kept">{evidence.kept}</span> comparison votes count;{' '}
-        <span data-testid="evidence-set-aside">{evidence.set_aside}</span> set aside.
+        <span data-testid="evidence-set-aside">{evidence.set_aside}</span> set aside.{' '}
+        <span data-testid="evidence-thumbs-kept">{evidence.thumbs_kept}</span> thumbs count;{' '}
+        <span data-testid="evidence-thumbs-set-aside">{evidence.thumbs_set_aside}</span> set aside.
       </p>
       <table className="table">
         <thead>
           <tr>
             <th>Reason</th>
-            <th>Votes</th>
+            <th>Comparisons</th>
+            <th>Thumbs</th>
           </tr>
         </thead>
         <tbody>
@@ -32,6 +35,9 @@ export function EvidencePanel({ evidence }: { evidence: Evidence | null | undefi
             <tr key={key}>
               <td>{label}</td>
               <td data-testid={`evidence-${key}`}>{evidence.by_reason[key] ?? 0}</td>
+              <td data-testid={`evidence-thumbs-${key}`}>
+                {key in evidence.thumbs_by_reason ? evidence.thumbs_by_reason[key] : '-'}
+              </td>
             </tr>
           ))}
         </tbody>
