@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from sqlalchemy import ColumnElement, Select, case, func, select
 from sqlalchemy.orm import Session, aliased
@@ -170,14 +170,31 @@ def thumbs_per_version(
     ]
 
 
+class _Voter(TypedDict):
+    user: str
+    user_since: datetime | None
+    origin: str | None
+
+
+def _voter(
+    user_id: object, kind: object, created: datetime | None, origin: object, *, none_key: str
+) -> _Voter:
+    """Who cast a vote, as the screen weighs them: an anonymous session is trusted with
+    age (its start), accounts and API keys from the start; a row with no user (imported
+    or synthetic) is its own trusted voter."""
+    anonymous = kind == UserKind.ANONYMOUS and created is not None
+    return _Voter(
+        user=str(user_id) if user_id is not None else none_key,
+        user_since=as_utc(created) if anonymous and created is not None else None,
+        origin=None if origin is None else str(origin),
+    )
+
+
 def ballots(
     session: Session, since: datetime | None = None, until: datetime | None = None
 ) -> list[Ballot]:
-    """Voted comparisons as `store.evidence` screens them: voter, account age, versions.
-
-    Anonymous sessions carry their start (trust comes with age); API keys and the
-    operator are trusted from the start (`user_since` None). Comparisons with no user
-    (imported or synthetic rows) count as one trusted voter each."""
+    """Voted comparisons as `store.evidence` screens them: voter (see `_voter`), versions,
+    choice and time."""
     sides = ComparisonSides.new()
     stmt = (
         comparisons_with_replies(
@@ -201,17 +218,14 @@ def ballots(
     )
     out = []
     for cid, user_id, kind, created, origin, va, vb, choice, voted, asked in session.execute(stmt):
-        anonymous = kind == UserKind.ANONYMOUS and created is not None
         out.append(
             Ballot(
                 id=str(cid),
-                user=str(user_id) if user_id is not None else f"none:{cid}",
-                user_since=as_utc(created) if anonymous else None,
                 version_a=str(va),
                 version_b=str(vb),
                 choice=ComparisonChoice(choice).value,
                 at=as_utc(voted or asked),
-                origin=None if origin is None else str(origin),
+                **_voter(user_id, kind, created, origin, none_key=f"none:{cid}"),
             )
         )
     return out
@@ -235,16 +249,13 @@ def thumb_ballots(
     ).outerjoin(User, User.id == Rating.user_id)
     out = []
     for rid, user_id, kind, created, origin, value, at, version in session.execute(stmt):
-        anonymous = kind == UserKind.ANONYMOUS and created is not None
         out.append(
             Thumb(
                 id=str(rid),
-                user=str(user_id) if user_id is not None else f"none:r{rid}",
-                user_since=as_utc(created) if anonymous else None,
                 version=str(version),
                 value=int(value),
                 at=as_utc(at),
-                origin=None if origin is None else str(origin),
+                **_voter(user_id, kind, created, origin, none_key=f"none:r{rid}"),
             )
         )
     return out

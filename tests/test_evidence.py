@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import random
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -127,10 +129,12 @@ def test_off_keeps_everything() -> None:
 # -- the canary rule and the trainer count only what the screen keeps -----------------------
 
 
-def _votes_from(
-    db_url: str, winner: str, loser: str, n: int, created: datetime | None = None
-) -> str:
-    """`n` votes for `winner` from a new anonymous user (created now, or at `created`)."""
+@contextmanager
+def _new_voter(
+    db_url: str, created: datetime | None
+) -> Iterator[tuple[Session, str, dict[str, str]]]:
+    """A new anonymous user (created now, or at `created`) in an open transaction, with
+    the version ids by name, for a helper to add that user's votes."""
     user_id = new_id("usr")
     user = User(id=user_id, kind=UserKind.ANONYMOUS)
     if created is not None:
@@ -139,24 +143,31 @@ def _votes_from(
     try:
         with Session(eng) as s, s.begin():
             s.add(user)
-            ids = {v.name: v.id for v in s.query(PolicyVersion)}
-            for i in range(n):
-                ga, gb = f"g-{uuid.uuid4().hex}", f"g-{uuid.uuid4().hex}"
-                s.add_all([generation_row(ga, ids[winner]), generation_row(gb, ids[loser])])
-                s.flush()
-                a_wins = i % 2 == 0  # shuffled sides: the winner is a half the time
-                s.add(
-                    Comparison(
-                        user_id=user_id,
-                        prompt=HI,
-                        generation_a_id=ga if a_wins else gb,
-                        generation_b_id=gb if a_wins else ga,
-                        choice=ComparisonChoice.A if a_wins else ComparisonChoice.B,
-                        voted_at=datetime.now(UTC),
-                    )
-                )
+            yield s, user_id, {v.name: v.id for v in s.query(PolicyVersion)}
     finally:
         eng.dispose()
+
+
+def _votes_from(
+    db_url: str, winner: str, loser: str, n: int, created: datetime | None = None
+) -> str:
+    """`n` votes for `winner` from a new anonymous user (created now, or at `created`)."""
+    with _new_voter(db_url, created) as (s, user_id, ids):
+        for i in range(n):
+            ga, gb = f"g-{uuid.uuid4().hex}", f"g-{uuid.uuid4().hex}"
+            s.add_all([generation_row(ga, ids[winner]), generation_row(gb, ids[loser])])
+            s.flush()
+            a_wins = i % 2 == 0  # shuffled sides: the winner is a half the time
+            s.add(
+                Comparison(
+                    user_id=user_id,
+                    prompt=HI,
+                    generation_a_id=ga if a_wins else gb,
+                    generation_b_id=gb if a_wins else ga,
+                    choice=ComparisonChoice.A if a_wins else ComparisonChoice.B,
+                    voted_at=datetime.now(UTC),
+                )
+            )
     return user_id
 
 
@@ -271,22 +282,12 @@ def test_thumbs_from_one_address_count_together() -> None:
 
 def _thumbs_from(db_url: str, version: str, value: int, n: int, created: datetime | None) -> None:
     """`n` thumbs (each on its own reply of `version`) from one new anonymous user."""
-    user_id = new_id("usr")
-    user = User(id=user_id, kind=UserKind.ANONYMOUS)
-    if created is not None:
-        user.created_at = created
-    eng = make_engine(db_url)
-    try:
-        with Session(eng) as s, s.begin():
-            s.add(user)
-            vid = next(v.id for v in s.query(PolicyVersion) if v.name == version)
-            for _ in range(n):
-                gid = f"g-{uuid.uuid4().hex}"
-                s.add(generation_row(gid, vid))
-                s.flush()
-                s.add(Rating(generation_id=gid, user_id=user_id, value=value))
-    finally:
-        eng.dispose()
+    with _new_voter(db_url, created) as (s, user_id, ids):
+        for _ in range(n):
+            gid = f"g-{uuid.uuid4().hex}"
+            s.add(generation_row(gid, ids[version]))
+            s.flush()
+            s.add(Rating(generation_id=gid, user_id=user_id, value=value))
 
 
 def test_minted_sessions_cannot_retire_a_canary_with_thumbs(make_client: Any, db_url: str) -> None:

@@ -316,9 +316,7 @@ def _vote_sets(
         label = f"{spec} +adv{adv.share:.2f}x{adv.addresses}"
         for name, votes in (("screen off", attacked.snapshot), ("screen on", kept)):
             data = build_round_data(votes, cfg.data)
-            adv_pairs = sum(
-                1 for c in votes.comparisons if c.id in attacked.adversary_ids
-            )  # fmt: skip
+            adv_pairs = len({c.id for c in votes.comparisons} & attacked.adversary_ids)
             print(
                 f"[bench reward] {label} {name}: {adv_pairs} of {len(votes.comparisons)} "
                 f"comparisons are the adversary's"

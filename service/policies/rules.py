@@ -134,7 +134,7 @@ def screening_metrics(
     screening: Screening,
     canary: str,
     serving: str,
-    thumbs: ThumbScreening | None = None,
+    thumbs: ThumbScreening,
 ) -> dict[str, float | int | None]:
     """What the screen set aside among the canary's comparisons with serving (and the
     two versions' thumbs), by reason, for the decision's metrics (events, the dashboard)."""
@@ -144,7 +144,6 @@ def screening_metrics(
     for reason, n in screening.counts(pair).items():
         out[f"set_aside_{reason}"] = n
     out["flagged_voters"] = len(screening.flagged)
-    if thumbs is not None:
-        for reason, n in thumbs.counts(pair).items():
-            out[f"thumbs_set_aside_{reason}"] = n
+    for reason, n in thumbs.counts(pair).items():
+        out[f"thumbs_set_aside_{reason}"] = n
     return out
