@@ -149,7 +149,7 @@ async def test_corrupt_adapter_is_an_engine_error(
 
 
 def test_vllm_dtype_auto_takes_float32_on_a_cpu_without_avx512_or_bf16(tmp_path: Path) -> None:
-    from service.chat.engines.vllm_engine import choose_dtype, cpu_flags
+    from store.hardware import choose_dtype, cpu_flags
 
     info = tmp_path / "cpuinfo"
     info.write_text(
@@ -169,7 +169,7 @@ def test_vllm_dtype_auto_takes_float32_on_a_cpu_without_avx512_or_bf16(tmp_path:
 
 
 def test_vllm_dtype_explicit_is_kept_and_a_gpu_keeps_the_models(tmp_path: Path) -> None:
-    from service.chat.engines.vllm_engine import choose_dtype, cpu_flags
+    from store.hardware import choose_dtype, cpu_flags
 
     assert choose_dtype("bfloat16", cuda=False, flags=frozenset())[0] == "bfloat16"
     assert choose_dtype("float16", cuda=True, flags=frozenset())[0] == "float16"

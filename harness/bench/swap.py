@@ -373,7 +373,7 @@ def run_bench_swap(settings: Settings, cfg: SwapConfig) -> int:
 
 
 def _check(settings: Settings, cfg: SwapConfig) -> str | None:
-    from service.chat.engines.vllm_engine import vllm_available
+    from store.hardware import vllm_available
 
     if not cfg.modes or any(m not in MODES for m in cfg.modes):
         return f"--modes takes one or more of {', '.join(MODES)}"

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from service.chat.engines.base import Engine
 from service.chat.engines.transformers_engine import TransformersEngine
-from service.chat.engines.vllm_engine import VllmEngine, VllmOptions, vllm_available
+from service.chat.engines.vllm_engine import VllmEngine, VllmOptions
 from service.settings import EngineKind, Settings
+from store.hardware import vllm_available
 
 
 def resolve_kind(settings: Settings) -> EngineKind:

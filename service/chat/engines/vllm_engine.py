@@ -39,6 +39,7 @@ from service.chat.engines.base import (
     VersionSpec,
 )
 from store.domain import VersionKind
+from store.hardware import choose_dtype, cpu_flags
 
 log = logging.getLogger(__name__)
 
@@ -62,45 +63,6 @@ class VllmOptions:
     max_lora_rank: int = 32  # relative adapters are rank r1 + r2 (16 + 16)
     max_loras: int = 4
     work_dir: Path | None = None  # merged weights and relative adapters; a temp dir if None
-
-
-# CPU flags (x86 /proc/cpuinfo "flags", Arm "Features") under which vLLM's bf16 kernels run
-# natively or on AVX-512; elsewhere (AVX2-only x86) its bf16 path is emulated and slow.
-BF16_CPU_FLAGS = frozenset({"avx512f", "avx512_bf16", "amx_bf16", "bf16"})
-
-
-def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
-    """The first CPU's instruction-set flags; empty where /proc/cpuinfo is not readable."""
-    try:
-        text = cpuinfo.read_text(errors="replace")
-    except OSError:
-        return frozenset()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            return frozenset(value.split())
-    return frozenset()
-
-
-def choose_dtype(requested: str, *, cuda: bool, flags: frozenset[str]) -> tuple[str, str]:
-    """(dtype for vLLM, why). An explicit dtype is kept. `auto` keeps vLLM's own choice
-    (the model's bf16) on a GPU; on a CPU it takes bf16 only where the CPU has AVX-512
-    or native bf16, else float32: on a 2-core AVX2-only EPYC, `loopchat bench serve`
-    measured 9.4 tok/s in bf16 against 30.3 in float32 (docs/benchmarks.md)."""
-    if requested != "auto":
-        return requested, "set by LOOPCHAT_VLLM_DTYPE"
-    if cuda:
-        return "auto", "GPU: the model's own dtype"
-    have = sorted(flags & BF16_CPU_FLAGS)
-    if have:
-        return "bfloat16", f"CPU with {', '.join(have)}"
-    return "float32", "CPU without AVX-512 or native bf16: vLLM's bf16 is emulated there"
-
-
-def vllm_available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("vllm") is not None
 
 
 class _Slots:
@@ -169,7 +131,7 @@ class VllmEngine:
 
         o = self._opts
         dtype, why = choose_dtype(o.dtype, cuda=torch.cuda.is_available(), flags=cpu_flags())
-        log.info("vLLM dtype %s (%s)", dtype, why)
+        log.info("vLLM dtype %s (%s)", dtype, why if o.dtype == "auto" else "LOOPCHAT_VLLM_DTYPE")
         args = AsyncEngineArgs(
             model=str(self._model_dir),
             dtype=dtype,  # type: ignore[arg-type]
