@@ -116,6 +116,12 @@ class PolicyFigures(Section):
     rollouts: Count = None
     kl_moved: Figure = None
     stopped: Text = None  # why it stopped before its last batch
+    rollout_engine: Text = None  # vllm or transformers (`trainer.rollouts`)
+    rollout_dtype: Text = None  # the rollout engine's dtype (vllm)
+    draw_s: Figure = None  # seconds drawing rollouts (the sampler alone)
+    learn_s: Figure = None  # seconds in the learner's steps
+    engine_start_s: Figure = None  # seconds the rollout engine took to start (vllm)
+    sync_s: Figure = None  # seconds syncing the adapter into it, all draws together
 
 
 class EvaluationFigures(Section):

@@ -6,10 +6,14 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.fakes import build_tiny_model
+from tests.fakes import build_tiny_model, build_tiny_talker
+
+if TYPE_CHECKING:
+    from trainer.round import RoundContext
 
 ADMIN_TOKEN = "test-admin-token"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -129,3 +133,26 @@ def make_client(tmp_path: Path, tiny_model_dir: Path) -> Iterator[object]:
     yield make
     for c in opened:
         c.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
+def talker_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny talker (tests/fakes.py): a tiny model that ends its replies, for rounds."""
+    return build_tiny_talker(tmp_path_factory.mktemp("models") / "talker")
+
+
+@pytest.fixture
+def ctx(tmp_path: Path, talker_dir: Path) -> Iterator[RoundContext]:
+    """A training round's context on a fresh SQLite database with the talker as v0."""
+    from store.db.migrate import upgrade
+    from store.db.repository import ensure_base_version
+    from store.db.session import make_engine, make_session_factory, session_scope
+    from trainer.round import RoundContext
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'loopchat.db'}")
+    upgrade(engine)
+    sessions = make_session_factory(engine)
+    with session_scope(sessions) as s:
+        ensure_base_version(s, talker_dir)
+    yield RoundContext(sessions, tmp_path / "artifacts", tmp_path)
+    engine.dispose()

@@ -23,6 +23,7 @@ def test_bench_train_table_puts_each_phase_and_metric_in_its_column() -> None:
 
     row = BenchRow(
         events=300,
+        engine="transformers",
         status="succeeded",
         phases={"data": 1.25, "reward": 60.0, "policy": 120.5},
         total=181.75,
@@ -30,12 +31,22 @@ def test_bench_train_table_puts_each_phase_and_metric_in_its_column() -> None:
         metrics={
             "reward": {"accuracy": 0.7},
             "evaluation": {"win_rate": 0.6, "reward_candidate": 1.5, "reward_serving": 1.0},
+            "policy": {"draw_s": 90.0, "learn_s": 20.0},
         },
     )
-    lines = render([row], TrainConfig()).splitlines()
+    fast = BenchRow(
+        events=300,
+        engine="vllm",
+        status="succeeded",
+        phases={"policy": 50.0},
+        total=90.875,
+        counts={},
+        metrics={"policy": {"draw_s": 22.5, "engine_start_s": 25.0}},
+    )
+    lines = render([row, fast], TrainConfig()).splitlines()
     head = lines[0].split(" | ")
     cells = dict(zip(head, lines[2].split(" | "), strict=True))
-    assert len(head) == 2 + len(PHASES) + 7
+    assert len(head) == 3 + len(PHASES) + 10
     assert (cells["events"], cells["pairs"], cells["reward"], cells["policy"]) == (
         "300",
         "140",
@@ -44,4 +55,12 @@ def test_bench_train_table_puts_each_phase_and_metric_in_its_column() -> None:
     )
     assert (cells["check_reward"], cells["total s"], cells["RM acc"]) == ("-", "181.8", "0.700")
     assert (cells["reward gain"], cells["KL nats"]) == ("0.500", "-")
-    assert "300 events: succeeded" in lines
+    assert (cells["rollouts"], cells["policy: draw"], cells["engine start"]) == (
+        "transformers",
+        "90.0",
+        "-",
+    )
+    second = dict(zip(head, lines[3].split(" | "), strict=True))
+    assert (second["rollouts"], second["engine start"]) == ("vllm", "25.0")
+    assert "300 events, transformers: succeeded" in lines
+    assert "300 events: vLLM rollouts draw 4.00x faster, the round 2.00x faster" in "\n".join(lines)

@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,12 +22,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from harness.synthetic import seed_votes
-from store.db.migrate import upgrade
 from store.db.models import PolicyVersion, RewardModel, RunStatus, TrainingRun
-from store.db.repository import ensure_base_version, serving_version
-from store.db.session import make_engine, make_session_factory, session_scope
+from store.db.repository import serving_version
+from store.db.session import session_scope
 from store.domain import VersionStatus
-from tests.fakes import TALK_PROMPTS, build_tiny_talker, good_share, talk_reply
+from tests.fakes import TALK_PROMPTS, good_share, talk_reply
 from trainer.config import TrainConfig, load_config
 from trainer.round import RoundContext, train_once
 
@@ -39,6 +37,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 # Small enough for 2 cores in well under a minute a round, large enough to learn.
 TINY = [
     "threads=2",
+    # the decode loop on the training model: these tests are about the round, and a vLLM
+    # engine's start would double each one (tests/test_rollouts.py draws through vLLM)
+    "rollouts.engine=transformers",
     "data.heldout_fraction=0.25",
     "reward.epochs=12",
     "reward.batch_size=8",
@@ -58,22 +59,6 @@ TINY = [
     "evaluation.samples_per_prompt=8",
     "evaluation.temperature=1.0",
 ]
-
-
-@pytest.fixture(scope="session")
-def talker_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_talker(tmp_path_factory.mktemp("models") / "talker")
-
-
-@pytest.fixture
-def ctx(tmp_path: Path, talker_dir: Path) -> Iterator[RoundContext]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'loopchat.db'}")
-    upgrade(engine)
-    sessions = make_session_factory(engine)
-    with session_scope(sessions) as s:
-        ensure_base_version(s, talker_dir)
-    yield RoundContext(sessions, tmp_path / "artifacts", tmp_path)
-    engine.dispose()
 
 
 def varied_reply(rng: random.Random) -> str:

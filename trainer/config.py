@@ -221,12 +221,46 @@ class ScheduleConfig:
 
 
 @dataclass
+class RolloutConfig:
+    engine: str = opt(
+        "auto",
+        "Where rollouts and the gate's replies are drawn: vllm (an engine beside the "
+        "trainer, the adapter synced into it before each draw), transformers (the training "
+        "model's own decode loop), or auto (vllm where it is installed).",
+    )
+    dtype: str = opt(
+        "auto",
+        "The rollout engine's dtype: auto (bf16 on a GPU or a CPU with AVX-512 / native bf16, "
+        "float32 elsewhere), or any dtype vLLM accepts.",
+    )
+    kv_cache_gib: float = opt(
+        1.0, "The rollout engine's KV cache, GiB (a round's batch of rollouts needs far less)."
+    )
+    gpu_memory_utilization: float = opt(
+        0.3, "On a GPU: the share of its memory the rollout engine may take beside training."
+    )
+    max_model_len: int = opt(2048, "The rollout engine's context length: prompt + reply.")
+    enforce_eager: bool = opt(True, "Eager mode: a faster start, as the server's engine.")
+
+
+@dataclass
 class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    rollouts: RolloutConfig = field(default_factory=RolloutConfig)
+    device: str = opt(
+        "auto",
+        "Where the policy and reward model train: auto (the first CUDA device when torch "
+        "sees one, else the CPU), cpu, cuda or cuda:N.",
+    )
+    precision: str = opt(
+        "auto",
+        "Their weights' dtype: auto (bf16 on a GPU that supports it, float32 on the CPU), "
+        "float32 or bfloat16. The LoRA adapters stay float32.",
+    )
     threads: int = opt(1, "torch threads for training; leave cores to the server.")
     seed: int = opt(0, "Seed for sampling and initialisation.")
     notify_url: str = opt(
@@ -234,7 +268,8 @@ class TrainConfig:
     )
 
 
-SECTIONS = ("data", "reward", "policy", "evaluation", "schedule")
+SECTIONS = ("data", "reward", "policy", "evaluation", "schedule", "rollouts")
+ROLLOUT_ENGINES = ("auto", "vllm", "transformers")
 REWARD_KINDS = ("head", "lora")
 ALGORITHMS = ("rloo", "ppo", "online_dpo")
 
@@ -296,12 +331,22 @@ def parse_override(text: str) -> dict[str, Any]:
 def validate(cfg: TrainConfig) -> TrainConfig:
     if cfg.policy.algorithm not in ALGORITHMS:
         raise ConfigError(f"policy.algorithm must be one of {', '.join(ALGORITHMS)}")
+    if cfg.rollouts.engine not in ROLLOUT_ENGINES:
+        raise ConfigError(f"rollouts.engine must be one of {', '.join(ROLLOUT_ENGINES)}")
+    if cfg.rollouts.kv_cache_gib <= 0 or not 0 < cfg.rollouts.gpu_memory_utilization <= 1:
+        raise ConfigError("rollouts.kv_cache_gib must be > 0, gpu_memory_utilization in (0, 1]")
     if cfg.reward.kind not in REWARD_KINDS:
         raise ConfigError(f"reward.kind must be one of {', '.join(REWARD_KINDS)}")
     if not 0.0 < cfg.data.heldout_fraction < 1.0:
         raise ConfigError("data.heldout_fraction must be between 0 and 1")
     if cfg.policy.samples_per_prompt < 2:
         raise ConfigError("policy.samples_per_prompt must be at least 2")
+    if cfg.precision not in ("auto", "float32", "bfloat16"):
+        raise ConfigError("precision must be auto, float32 or bfloat16")
+    if cfg.device not in ("auto", "cpu", "cuda") and not (
+        cfg.device.startswith("cuda:") and cfg.device[5:].isdigit()
+    ):
+        raise ConfigError("device must be auto, cpu, cuda or cuda:N")
     if cfg.threads < 1:
         raise ConfigError("threads must be at least 1")
     for name in ("epochs", "batch_size", "max_length"):

@@ -21,9 +21,9 @@ from trainer.config import EvalConfig
 from trainer.gate import EvalSummary
 from trainer.records import Messages, ProgressFn, no_progress
 from trainer.reward import Scorer
-from trainer.sampling import Sample, kl_per_reply, sample
+from trainer.rollouts import Draw, Sampler, TransformersSampler, loaded_adapter
+from trainer.sampling import Sample, kl_per_reply
 
-SERVING_ADAPTER = "serving"
 EVAL_STEPS = 5  # progress steps: candidate replies, serving replies, KL, RM, check RM
 
 
@@ -68,13 +68,24 @@ def evaluate_candidate(
     *,
     seed: int = 0,
     progress: ProgressFn = no_progress,
+    sampler: Sampler | None = None,
 ) -> Evaluation:
     """`policy` is the trained PeftModel with the candidate as its active adapter; the
-    serving policy is v0 (adapter disabled) or the LoRA adapter at `serving_adapter`."""
+    serving policy is v0 (adapter disabled) or the LoRA adapter at `serving_adapter`.
+    Replies are drawn by `sampler` (the policy's own decode loop unless given); both
+    sides draw with the same seed."""
     prompts = list(prompts[: cfg.max_prompts])
-    cand = _draw(policy, tokenizer, prompts, cfg, seed)
+    draws = sampler or TransformersSampler()
+    how = Draw(cfg.max_new_tokens, cfg.temperature, seed=seed)
+    k = cfg.samples_per_prompt
+    cand = draws.current(policy, tokenizer, prompts, k, how)
     progress(1, EVAL_STEPS, {"replies": float(len(cand))})
-    serv, serving_kl = _serving_replies(policy, tokenizer, serving_adapter, prompts, cfg, seed)
+    if serving_adapter is None:
+        serv, serving_kl = draws.base(policy, tokenizer, prompts, k, how), [0.0] * len(cand)
+    else:
+        serv = draws.saved(serving_adapter, policy, tokenizer, prompts, k, how)
+        with loaded_adapter(policy, serving_adapter):
+            serving_kl = kl_per_reply(policy, serv)
     progress(2, EVAL_STEPS, {"replies": float(len(serv))})
     cand_kl = kl_per_reply(policy, cand)
     progress(3, EVAL_STEPS, {"kl": _mean(cand_kl)})
@@ -103,46 +114,6 @@ def evaluate_candidate(
         prompts=len(prompts),
     )
     return Evaluation(metrics, summary, _examples(prompts, candidate, serving))
-
-
-def _draw(
-    policy: Any, tokenizer: Any, prompts: Sequence[Messages], cfg: EvalConfig, seed: int
-) -> list[Sample]:
-    """Replies of the policy's active adapter; both sides draw with the same seed."""
-    return sample(
-        policy,
-        tokenizer,
-        prompts,
-        cfg.samples_per_prompt,
-        max_new_tokens=cfg.max_new_tokens,
-        temperature=cfg.temperature,
-        seed=seed,
-    )
-
-
-def _serving_replies(
-    policy: Any,
-    tokenizer: Any,
-    serving_adapter: Path | None,
-    prompts: Sequence[Messages],
-    cfg: EvalConfig,
-    seed: int,
-) -> tuple[list[Sample], list[float]]:
-    """The serving policy's replies and their KL to v0: v0 itself (KL 0), or the adapter at
-    `serving_adapter` loaded beside the candidate, which is active again on return."""
-    if serving_adapter is None:
-        with policy.disable_adapter():
-            serv = _draw(policy, tokenizer, prompts, cfg, seed)
-        return serv, [0.0] * len(serv)
-    candidate_name = policy.active_adapter
-    policy.load_adapter(str(serving_adapter), adapter_name=SERVING_ADAPTER)
-    try:
-        policy.set_adapter(SERVING_ADAPTER)
-        serv = _draw(policy, tokenizer, prompts, cfg, seed)
-        return serv, kl_per_reply(policy, serv)
-    finally:
-        policy.set_adapter(candidate_name)
-        policy.delete_adapter(SERVING_ADAPTER)
 
 
 def _compare(candidate: _Side, serving: _Side) -> dict[str, float]:

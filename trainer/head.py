@@ -40,6 +40,7 @@ import numpy as np
 
 from trainer.chat import encode_chat, quiet_transformers
 from trainer.config import RewardConfig
+from trainer.device import CPU, Placement
 from trainer.records import (
     Messages,
     Pair,
@@ -74,15 +75,22 @@ class FeatureExtractor:
     count the head turns into its length feature.
     """
 
-    def __init__(self, base_dir: Path, max_length: int, cache_file: Path | None = None):
-        import torch
+    def __init__(
+        self,
+        base_dir: Path,
+        max_length: int,
+        cache_file: Path | None = None,
+        placement: Placement = CPU,
+    ):
         from transformers import AutoModel, AutoTokenizer
 
         self.base_dir = Path(base_dir)
         self.max_length = max_length
         self.tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
         with quiet_transformers():
-            self.model = AutoModel.from_pretrained(str(base_dir), dtype=torch.float32)
+            self.model = AutoModel.from_pretrained(str(base_dir), dtype=placement.dtype())
+        self.model.to(placement.device)
+        self.device = placement.device
         self.model.eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
@@ -160,8 +168,12 @@ class FeatureExtractor:
             ids[i, : len(seq)] = torch.tensor(seq, dtype=torch.long)
             mask[i, : len(seq)] = 1
         with torch.inference_mode():
-            out = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
-        mid, last = (out.hidden_states[k] for k in self.layers)
+            out = self.model(
+                input_ids=ids.to(self.device),
+                attention_mask=mask.to(self.device),
+                output_hidden_states=True,
+            )
+        mid, last = (out.hidden_states[k].float().cpu() for k in self.layers)
         rows = []
         for i, (seq, start) in enumerate(batch):
             end = len(seq)
@@ -390,9 +402,13 @@ class HeadRewardModel:
 
     @classmethod
     def fresh(
-        cls, base_dir: Path, cfg: RewardConfig, cache_file: Path | None = None
+        cls,
+        base_dir: Path,
+        cfg: RewardConfig,
+        cache_file: Path | None = None,
+        placement: Placement = CPU,
     ) -> HeadRewardModel:
-        return cls(FeatureExtractor(base_dir, cfg.max_length, cache_file))
+        return cls(FeatureExtractor(base_dir, cfg.max_length, cache_file, placement))
 
     def fit(
         self,

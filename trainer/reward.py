@@ -37,6 +37,7 @@ from typing import Any, Protocol
 from store.lengthcontrol import length_balanced_accuracy
 from trainer.chat import chat_head, encode_chat, quiet_transformers
 from trainer.config import RewardConfig
+from trainer.device import CPU, Placement
 from trainer.records import Messages, Pair, ProgressFn, ScoreFn, Unpaired, no_progress
 
 META_FILE = "reward_model.json"
@@ -91,6 +92,7 @@ def create_reward_model(
     *,
     seed: int = 0,
     cache_file: Path | None = None,
+    placement: Placement = CPU,
 ) -> tuple[RewardModel, str]:
     """The round's reward model of `cfg.kind`, and a line for the run log saying where it
     came from. A head is refitted on the whole window each round (its features cached at
@@ -99,13 +101,14 @@ def create_reward_model(
         from trainer.head import HeadRewardModel
 
         cached = "" if cache_file is None else f", features cached in {cache_file}"
-        return HeadRewardModel.fresh(base_dir, cfg, cache_file), f"linear head, refitted{cached}"
-    return RewardNet.create(base_dir, cfg, previous, seed=seed)
+        head = HeadRewardModel.fresh(base_dir, cfg, cache_file, placement)
+        return head, f"linear head, refitted{cached}"
+    return RewardNet.create(base_dir, cfg, previous, seed=seed, placement=placement)
 
 
-def _load_backbone(base_dir: Path) -> tuple[Any, Any]:
-    """The base model as a 1-label sequence classifier (fp32) and its tokenizer."""
-    import torch
+def _load_backbone(base_dir: Path, placement: Placement = CPU) -> tuple[Any, Any]:
+    """The base model as a 1-label sequence classifier (on `placement`: fp32 on the CPU)
+    and its tokenizer."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
@@ -115,8 +118,8 @@ def _load_backbone(base_dir: Path) -> tuple[Any, Any]:
         tokenizer.pad_token_id = pad_id
     with quiet_transformers():
         model = AutoModelForSequenceClassification.from_pretrained(
-            str(base_dir), num_labels=1, dtype=torch.float32
-        )
+            str(base_dir), num_labels=1, dtype=placement.dtype()
+        ).to(placement.device)
     # The head reads the rightmost token that is not pad_token_id: with right padding that
     # is the last real token (SmolLM2's template ends a reply with "<|im_end|>\n").
     model.config.pad_token_id = pad_id
@@ -156,14 +159,16 @@ class RewardNet:
     # -- construction ------------------------------------------------------------------
 
     @classmethod
-    def fresh(cls, base_dir: Path, cfg: RewardConfig, seed: int = 0) -> RewardNet:
+    def fresh(
+        cls, base_dir: Path, cfg: RewardConfig, seed: int = 0, placement: Placement = CPU
+    ) -> RewardNet:
         """A new adapter and a new score head (seeded) on the base model."""
         import torch
         from peft import LoraConfig, TaskType, get_peft_model
 
         with torch.random.fork_rng(devices=[]):  # seeded, and the caller's RNG untouched
             torch.manual_seed(seed)
-            base, tokenizer = _load_backbone(base_dir)
+            base, tokenizer = _load_backbone(base_dir, placement)
             lora = LoraConfig(
                 task_type=TaskType.SEQ_CLS,
                 r=cfg.lora_r,
@@ -178,7 +183,12 @@ class RewardNet:
 
     @classmethod
     def _from_artifact(
-        cls, path: Path, base_dir: Path, max_length: int | None, trainable: bool
+        cls,
+        path: Path,
+        base_dir: Path,
+        max_length: int | None,
+        trainable: bool,
+        placement: Placement = CPU,
     ) -> RewardNet:
         """Load a saved RM, refusing one whose weights do not match the adapter exactly."""
         from peft import PeftModel, get_peft_model_state_dict
@@ -190,7 +200,7 @@ class RewardNet:
         for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):  # else peft would ask the Hub
             if not (path / name).is_file():
                 raise FileNotFoundError(f"no {name} in {path}")
-        base, tokenizer = _load_backbone(base_dir)
+        base, tokenizer = _load_backbone(base_dir, placement)
         with quiet_transformers():
             model = PeftModel.from_pretrained(base, str(path), is_trainable=trainable)
         # peft only warns about missing keys; a partial adapter is not the previous RM.
@@ -207,7 +217,12 @@ class RewardNet:
 
     @classmethod
     def create(
-        cls, base_dir: Path, cfg: RewardConfig, previous: Path | None, seed: int = 0
+        cls,
+        base_dir: Path,
+        cfg: RewardConfig,
+        previous: Path | None,
+        seed: int = 0,
+        placement: Placement = CPU,
     ) -> tuple[RewardNet, str]:
         """The RM to train this round, and a line for the run log saying where it came from.
 
@@ -216,15 +231,17 @@ class RewardNet:
         """
         if previous is None or not cfg.warm_start:
             why = "no previous reward model" if previous is None else "warm_start is off"
-            return cls.fresh(base_dir, cfg, seed), f"fresh ({why})"
+            return cls.fresh(base_dir, cfg, seed, placement), f"fresh ({why})"
         try:
-            rm = cls._from_artifact(Path(previous), base_dir, cfg.max_length, trainable=True)
+            rm = cls._from_artifact(
+                Path(previous), base_dir, cfg.max_length, trainable=True, placement=placement
+            )
         except Exception as e:  # any broken artifact: start over, never fail the round
             error = " ".join(f"{type(e).__name__}: {e}".split())
             if len(error) > _NOTE_ERROR_CHARS:
                 error = error[: _NOTE_ERROR_CHARS - 3] + "..."
             note = f"fresh: previous reward model at {previous} could not be loaded ({error})"
-            return cls.fresh(base_dir, cfg, seed), note
+            return cls.fresh(base_dir, cfg, seed, placement), note
         rm.warm_started = True
         return rm, f"warm-started from {previous}"
 
@@ -292,7 +309,7 @@ class RewardNet:
             ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
             mask[i, : len(s)] = 1
         out = self.model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
-        return out.logits[:, 0].float()
+        return out.logits[:, 0].float().cpu()  # losses are computed on the CPU (trainer.device)
 
     def trainable_parameters(self) -> list[Any]:
         """The parameters training updates: the LoRA adapter and the score head."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,10 +37,12 @@ from store.runs import EvaluationFigures, PairFigures, PolicyFigures, RewardFigu
 from trainer import publish
 from trainer.config import TrainConfig, as_dict
 from trainer.data import build_round_data, split_halves, stop_reason
+from trainer.device import Placement, PlacementError, placement_for
 from trainer.gate import gate
 from trainer.lock import TrainingLock
 from trainer.records import Pair, RoundData, ScoreFn, Snapshot, Unpaired
 from trainer.reward import RewardModel, create_reward_model, pair_metrics
+from trainer.rollouts import Sampler, VllmSampler, adapter_rank, make_sampler
 from trainer.runs import RunRecorder, claim_queued, reap_orphans
 from trainer.snapshot import take_snapshot
 
@@ -147,6 +150,7 @@ class _Inputs:
     serving_name: str
     serving_adapter: Path | None  # None while v0 itself serves
     previous_rm: Path | None  # the latest reward model, to warm-start from
+    placement: Placement  # where the models run (`trainer.device`)
 
 
 @dataclass(frozen=True)
@@ -171,11 +175,17 @@ def _phases(ctx: RoundContext, cfg: TrainConfig, rec: RunRecorder) -> RoundOutco
     rec.phase("policy")
     if not reward.length.rewards_length:
         rec.log("policy: rewarded without the RM's length term (the votes do not reward length)")
-    policy, tokenizer = _update_policy(
-        cfg, rec, inputs, data, reward.model.policy_scorer(reward.length.rewards_length)
-    )
-    rec.phase("evaluate")
-    ev = _evaluate(cfg, rec, inputs, data, reward, policy, tokenizer)
+    with _rollout_sampler(cfg, rec, inputs) as sampler:
+        policy, tokenizer = _update_policy(
+            cfg,
+            rec,
+            inputs,
+            data,
+            reward.model.policy_scorer(reward.length.rewards_length),
+            sampler,
+        )
+        rec.phase("evaluate")
+        ev = _evaluate(cfg, rec, inputs, data, reward, policy, tokenizer, sampler)
     reasons = gate(ev.summary, cfg.evaluation, votes_reward_length=reward.length.rewards_length)
     rec.phase("publish")
     return _publish(ctx, cfg, rec, inputs, reward, policy, ev, reasons)
@@ -188,6 +198,7 @@ def _read_inputs(ctx: RoundContext, cfg: TrainConfig, rec: RunRecorder) -> _Inpu
     """Snapshot the votes since the last trained round (plus the replay window) and the
     versions the round builds on; the run row gets the snapshot's data window."""
     now = datetime.now(UTC)
+    placement = _placement(cfg, rec)
     with session_scope(ctx.sessions) as s:
         since = last_trained_window_end(s)
         snap = take_snapshot(
@@ -212,9 +223,20 @@ def _read_inputs(ctx: RoundContext, cfg: TrainConfig, rec: RunRecorder) -> _Inpu
                 Path(serving.artifact_uri) if serving.kind is VersionKind.LORA else None
             ),
             previous_rm=publish.latest_reward_model(s),
+            placement=placement,
         )
     rec.window(snap.window_start, snap.window_end)
     return inputs
+
+
+def _placement(cfg: TrainConfig, rec: RunRecorder) -> Placement:
+    """Where this round's models run; a device the machine lacks fails the round."""
+    try:
+        placement = placement_for(cfg.device, cfg.precision)
+    except PlacementError as e:
+        raise StopRound(str(e), RunStatus.FAILED) from None
+    rec.log(f"device: {placement.describe()}")
+    return placement
 
 
 def _round_data(inputs: _Inputs, cfg: TrainConfig, rec: RunRecorder) -> RoundData:
@@ -285,6 +307,7 @@ def _fit_reward_model(
         inputs.previous_rm,
         seed=cfg.seed,
         cache_file=_features_cache(ctx),
+        placement=inputs.placement,
     )
     rec.log(f"reward model: {note}")
     train_pairs, train_unpaired = rm_training_data(data, cfg, rm.warm_started)
@@ -341,7 +364,12 @@ def _check_reward_model(
         return None
     rec.phase("check_reward")
     check_rm, _ = create_reward_model(
-        inputs.base_dir, cfg.reward, None, seed=cfg.seed + 1, cache_file=_features_cache(ctx)
+        inputs.base_dir,
+        cfg.reward,
+        None,
+        seed=cfg.seed + 1,
+        cache_file=_features_cache(ctx),
+        placement=inputs.placement,
     )
     check_rm.fit(pairs, (), cfg.reward, seed=cfg.seed + 1, progress=rec.progress)
     heldout = pair_metrics(check_rm, data.heldout_pairs, data.since)
@@ -352,8 +380,32 @@ def _check_reward_model(
 # -- policy ----------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _rollout_sampler(cfg: TrainConfig, rec: RunRecorder, inputs: _Inputs) -> Iterator[Sampler]:
+    """The round's sampler (`trainer.rollouts`), stopped when the round has drawn its last
+    replies; its engine and timings go into the run's policy figures."""
+    rank = max(cfg.policy.lora_r, adapter_rank(inputs.serving_adapter))
+    sampler = make_sampler(inputs.base_dir, cfg.rollouts, lora_rank=rank, seed=cfg.seed)
+    rec.log(f"rollouts: drawn with {sampler.name}")
+    try:
+        yield sampler
+    finally:
+        figures = rec.metrics.policy = rec.metrics.policy or PolicyFigures()
+        figures.rollout_engine = sampler.name
+        if isinstance(sampler, VllmSampler):
+            figures.rollout_dtype = sampler.dtype or None
+            figures.engine_start_s = sampler.start_s
+            figures.sync_s = sampler.sync_s
+        sampler.close()
+
+
 def _update_policy(
-    cfg: TrainConfig, rec: RunRecorder, inputs: _Inputs, data: RoundData, reward_fn: ScoreFn
+    cfg: TrainConfig,
+    rec: RunRecorder,
+    inputs: _Inputs,
+    data: RoundData,
+    reward_fn: ScoreFn,
+    sampler: Sampler,
 ) -> tuple[Any, Any]:
     """(policy, tokenizer): the serving version's adapter, or a new one on v0, trained on
     rollouts `reward_fn` scores (the RM, without its length term where the votes do not
@@ -361,7 +413,9 @@ def _update_policy(
     from trainer.policy import train_policy
     from trainer.policy.model import load_policy
 
-    policy, tokenizer = load_policy(inputs.base_dir, inputs.serving_adapter, cfg.policy)
+    policy, tokenizer = load_policy(
+        inputs.base_dir, inputs.serving_adapter, cfg.policy, inputs.placement
+    )
     rec.log(
         f"policy: {cfg.policy.algorithm} from {inputs.serving_name}"
         + (" (its adapter)" if inputs.serving_adapter else " (a new adapter on v0)")
@@ -374,12 +428,15 @@ def _update_policy(
         cfg.policy,
         seed=cfg.seed,
         progress=rec.progress,
+        sampler=sampler,
     )
     rec.metrics.policy = PolicyFigures(
         steps=result.steps,
         rollouts=result.rollouts,
         kl_moved=result.kl_moved,
         stopped=result.stopped,
+        draw_s=result.draw_s,
+        learn_s=result.learn_s,
     )
     if result.stopped:
         rec.log(f"policy: stopped {result.stopped}")
@@ -399,6 +456,7 @@ def _evaluate(
     reward: _Reward,
     policy: Any,
     tokenizer: Any,
+    sampler: Sampler,
 ) -> Evaluation:
     """The candidate against the serving version on the held-out prompts."""
     from trainer.evaluate import evaluate_candidate
@@ -413,6 +471,7 @@ def _evaluate(
         cfg.evaluation,
         seed=cfg.seed + 7,
         progress=rec.progress,
+        sampler=sampler,
     )
     rec.metrics.evaluation = EvaluationFigures.model_validate(ev.metrics)
     rec.metrics.examples = ev.examples

@@ -10,7 +10,9 @@ per-reply KL of Stiennon et al. 2020 and Ouyang et al. 2022), with the reference
 PeftModel with its adapter disabled.
 
 Log-probs are at temperature 1: the KL and the policy-gradient terms are about the model
-itself, whatever temperature the rollouts were drawn at.
+itself, whatever temperature the rollouts were drawn at. Whatever device the model is on,
+they come back as float32 CPU tensors (with their graph), and tokens are picked on the
+CPU from one seeded generator (see `trainer.device`).
 """
 
 from __future__ import annotations
@@ -79,6 +81,13 @@ def _left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor,
     return ids, mask
 
 
+def _device(model: Any) -> torch.device:
+    """Where the model's weights are (inputs go there; results come back to the CPU)."""
+    params = getattr(model, "parameters", None)
+    first = next(iter(params()), None) if callable(params) else None
+    return first.device if first is not None else torch.device("cpu")
+
+
 def _positions(mask: torch.Tensor) -> torch.Tensor:
     """Position ids that start at 0 at each row's first real token (left padding)."""
     return (mask.cumsum(-1) - 1).clamp(min=0)
@@ -110,7 +119,8 @@ def _decode_batch(
     pad_id: int,
 ) -> list[tuple[list[int], bool]]:
     """(completion ids, finished) per row; a finished row's ids end with its EOS token."""
-    ids, mask = _left_pad(prompts, pad_id)
+    device = _device(model)
+    ids, mask = (t.to(device) for t in _left_pad(prompts, pad_id))
     pos = _positions(mask)
     rows = len(prompts)
     eos_t = torch.tensor(sorted(eos), dtype=torch.long)
@@ -128,15 +138,15 @@ def _decode_batch(
             logits_to_keep=1,
         )
         past = out.past_key_values
-        nxt = _pick(out.logits[:, -1, :].float(), temperature, top_p, gen)
+        nxt = _pick(out.logits[:, -1, :].float().cpu(), temperature, top_p, gen)
         nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
         steps.append(nxt)
         done = done | torch.isin(nxt, eos_t)
         if bool(done.all()):
             break
-        mask = torch.cat([mask, torch.ones((rows, 1), dtype=mask.dtype)], dim=1)
+        mask = torch.cat([mask, torch.ones((rows, 1), dtype=mask.dtype, device=device)], dim=1)
         cur_pos = cur_pos[:, -1:] + 1
-        cur_ids = nxt[:, None]
+        cur_ids = nxt[:, None].to(device)
     results: list[tuple[list[int], bool]] = []
     if not steps:
         return [([], False) for _ in prompts]
@@ -214,7 +224,10 @@ def _completion_pass(
                 if hidden:
                     states.append(torch.zeros(0))
             continue
-        ids, mask = _left_pad([s.prompt_ids + s.completion_ids for s in chunk], 0)
+        ids, mask = (
+            t.to(_device(model))
+            for t in _left_pad([s.prompt_ids + s.completion_ids for s in chunk], 0)
+        )
         # Rows are right-aligned: the last `width` tokens hold every completion, and the
         # logits one position earlier predict them.
         out = model(
@@ -230,8 +243,9 @@ def _completion_pass(
         token_logp = logits.gather(-1, targets[..., None]).squeeze(-1) - torch.logsumexp(
             logits, dim=-1
         )
+        token_logp = token_logp.cpu()
         if hidden:
-            last = out.hidden_states[-1][:, -width - 1 : -1, :]
+            last = out.hidden_states[-1][:, -width - 1 : -1, :].float().cpu()
         for row, s in enumerate(chunk):
             n = len(s.completion_ids)
             logps.append(token_logp[row, width - n :])

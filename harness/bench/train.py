@@ -3,8 +3,10 @@
 For each size, a throwaway data directory and SQLite database get the configured model
 as v0 and that many synthetic votes (`harness.synthetic`: everyday prompts, replies of
 one to six sentences, a preference for concise ones). One round then runs with the
-trainer's configuration, and the seconds of every phase come from the run row the round
-wrote, the same figures an operator sees.
+trainer's configuration per rollout engine asked for (`rollouts.engine`: the training
+model's decode loop, vLLM), on the same votes and seeds, and the seconds of every phase
+come from the run row the round wrote, the same figures an operator sees. The policy
+phase is split into drawing the rollouts (the sampler alone) and the learner's steps.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,9 @@ from store.db.migrate import upgrade
 from store.db.models import TrainingRun
 from store.db.repository import ensure_base_version
 from store.db.session import make_engine, make_session_factory, session_scope
+from store.hardware import cpu_kind
 from trainer.config import TrainConfig
+from trainer.rollouts import resolve_engine
 from trainer.round import RoundContext, train_once
 
 PHASES = ("data", "reward", "check_reward", "policy", "evaluate", "publish")
@@ -32,6 +36,7 @@ PHASES = ("data", "reward", "check_reward", "policy", "evaluate", "publish")
 @dataclass(frozen=True)
 class BenchRow:
     events: int
+    engine: str  # the rollout engine
     status: str
     phases: dict[str, float]
     total: float
@@ -75,7 +80,8 @@ def bench_round(model_dir: Path, cfg: TrainConfig, events: int, seed: int = 0) -
             db.dispose()
     phases = {k: float(v) for k, v in metrics.get("phase_seconds", {}).items() if k in PHASES}
     status = outcome.status.value + (f" ({outcome.reason})" if outcome.reason else "")
-    return BenchRow(events, status, phases, total, counts, metrics)
+    engine = (metrics.get("policy") or {}).get("rollout_engine") or resolve_engine(cfg.rollouts)
+    return BenchRow(events, str(engine), status, phases, total, counts, metrics)
 
 
 def _gain(ev: dict[str, Any]) -> float | None:
@@ -87,10 +93,15 @@ def _gain(ev: dict[str, Any]) -> float | None:
 def _train_cells(r: BenchRow) -> list[str]:
     ev = r.metrics.get("evaluation", {})
     rm = r.metrics.get("reward", {})
+    pol = r.metrics.get("policy") or {}
     return [
         str(r.events),
+        r.engine,
         str(r.counts.get("train_pairs", "-")),
         *(cell(r.phases.get(p), 1) for p in PHASES),
+        cell(pol.get("draw_s"), 1),
+        cell(pol.get("learn_s"), 1),
+        cell(pol.get("engine_start_s"), 1),
         cell(r.total, 1),
         cell(rm.get("accuracy"), 3),
         cell(ev.get("win_rate"), 3),
@@ -104,8 +115,12 @@ def _train_cells(r: BenchRow) -> list[str]:
 def render(rows: Sequence[BenchRow], cfg: TrainConfig) -> str:
     head = [
         "events",
+        "rollouts",
         "pairs",
         *PHASES,
+        "policy: draw",
+        "policy: learn",
+        "engine start",
         "total s",
         "RM acc",
         "win",
@@ -117,24 +132,48 @@ def render(rows: Sequence[BenchRow], cfg: TrainConfig) -> str:
     lines = pipe_table(head, (_train_cells(r) for r in rows))
     lines.append("")
     for r in rows:
-        lines.append(f"{r.events} events: {r.status}")
+        lines.append(f"{r.events} events, {r.engine}: {r.status}")
+    lines.extend(_speedups(rows))
     p = cfg.policy
     lines.append(
         f"config: {p.algorithm}, {p.prompts_per_round} prompts x {p.samples_per_prompt} "
         f"samples, {p.max_new_tokens} new tokens, RM {cfg.reward.epochs} epochs, "
-        f"{cfg.threads} threads"
+        f"{cfg.threads} threads; CPU {cpu_kind()}"
     )
     return "\n".join(lines)
 
 
-def run_bench_train(model_dir: Path, cfg: TrainConfig, sizes: Sequence[int]) -> int:
+def _speedups(rows: Sequence[BenchRow]) -> list[str]:
+    """transformers / vllm, per size where both ran: the rollout draw and the whole round."""
+    out = []
+    by = {(r.events, r.engine): r for r in rows}
+    for events in dict.fromkeys(r.events for r in rows):
+        hf, vl = by.get((events, "transformers")), by.get((events, "vllm"))
+        if hf is None or vl is None:
+            continue
+        draw_hf = (hf.metrics.get("policy") or {}).get("draw_s")
+        draw_vl = (vl.metrics.get("policy") or {}).get("draw_s")
+        draw = f"{draw_hf / draw_vl:.2f}x" if draw_hf and draw_vl else "-"
+        out.append(
+            f"{events} events: vLLM rollouts draw {draw} faster, the round "
+            f"{hf.total / vl.total:.2f}x faster (transformers / vllm)"
+        )
+    return out
+
+
+def run_bench_train(
+    model_dir: Path, cfg: TrainConfig, sizes: Sequence[int], engines: Sequence[str] = ()
+) -> int:
+    """A round per size and rollout engine (`engines`; none: the config's own)."""
     if not (model_dir / "config.json").is_file():
         print(f"loopchat bench train: no model at {model_dir}", file=sys.stderr)
         return 2
+    configs = [replace(cfg, rollouts=replace(cfg.rollouts, engine=e)) for e in engines] or [cfg]
     rows = []
     for n in sizes:
-        print(f"[bench train] {n} events ...", file=sys.stderr, flush=True)
-        rows.append(bench_round(model_dir, cfg, n))
-        print(render(rows, cfg), file=sys.stderr, flush=True)
+        for c in configs:
+            print(f"[bench train] {n} events, {c.rollouts.engine} ...", file=sys.stderr, flush=True)
+            rows.append(bench_round(model_dir, c, n))
+            print(render(rows, cfg), file=sys.stderr, flush=True)
     print(render(rows, cfg))
     return 0

@@ -155,6 +155,13 @@ def _add_train(bench: Subparsers) -> None:
     sp.add_argument("--events", type=int, nargs="+", default=[100, 300, 1000])
     sp.add_argument("--config", type=Path, help="TOML file of trainer settings")
     sp.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE")
+    sp.add_argument(
+        "--rollouts",
+        nargs="+",
+        choices=["transformers", "vllm"],
+        help="rollout engines to run each round with, side by side on the same votes "
+        "(default: both where vLLM is installed, else the config's own)",
+    )
     sp.set_defaults(func=cmd_bench_train)
 
 
@@ -245,8 +252,10 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     prepare_bundled_model(settings)
     from harness.bench.train import run_bench_train
+    from store.hardware import vllm_available
 
-    return run_bench_train(settings.resolved_model_dir, cfg, args.events)
+    engines = args.rollouts or (["transformers", "vllm"] if vllm_available() else [])
+    return run_bench_train(settings.resolved_model_dir, cfg, args.events, engines)
 
 
 def cmd_bench_reward(args: argparse.Namespace) -> int:

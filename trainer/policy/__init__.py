@@ -23,6 +23,7 @@ import torch
 from trainer.config import ALGORITHMS, PolicyConfig
 from trainer.policy.common import Learner, PolicyResult, RewardFn, run
 from trainer.records import Messages, ProgressFn, no_progress
+from trainer.rollouts import Sampler
 
 __all__ = ["ALGORITHMS", "PolicyResult", "RewardFn", "train_policy"]
 
@@ -36,9 +37,11 @@ def train_policy(
     *,
     seed: int = 0,
     progress: ProgressFn = no_progress,
+    sampler: Sampler | None = None,
 ) -> PolicyResult:
     """Update the PeftModel `model` in place on rollouts from `prompts` scored by
-    `reward_fn`; ceil(prompts_per_round / batch_prompts) * epochs optimizer steps.
+    `reward_fn`, drawn by `sampler` (the model's own decode loop unless given);
+    ceil(prompts_per_round / batch_prompts) * epochs optimizer steps.
     Returns with the model in eval mode."""
     from trainer.policy.online_dpo import OnlineDPOLearner
     from trainer.policy.ppo import PPOLearner
@@ -53,4 +56,14 @@ def train_policy(
         learner = OnlineDPOLearner(model, cfg)
     else:
         raise ValueError(f"unknown policy algorithm {cfg.algorithm!r}; one of {ALGORITHMS}")
-    return run(model, tokenizer, prompts, reward_fn, cfg, learner, seed=seed, progress=progress)
+    return run(
+        model,
+        tokenizer,
+        prompts,
+        reward_fn,
+        cfg,
+        learner,
+        seed=seed,
+        progress=progress,
+        sampler=sampler,
+    )

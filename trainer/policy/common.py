@@ -26,6 +26,7 @@ in sqrt(KL), so the gate's budget (`evaluation.max_kl`) still decides how many f
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -34,13 +35,12 @@ import torch
 
 from trainer.config import PolicyConfig
 from trainer.records import Messages, ProgressFn, no_progress
+from trainer.rollouts import Draw, Sampler, TransformersSampler
 from trainer.sampling import (
-    SAMPLE_BATCH,
     Sample,
     completion_logprobs,
     completion_states,
     reference_logprobs,
-    sample,
 )
 
 # Reward model scores for (prompt, reply) pairs, one float per pair.
@@ -59,6 +59,8 @@ class PolicyResult:
     kl_moved: float | None = None  # KL to the round's start, last measured (kl_step on)
     stopped: str | None = None  # why the round stopped before its last batch
     undone: int = 0  # optimizer steps taken and then undone (kl_step_max, kl_budget)
+    draw_s: float = 0.0  # seconds the sampler took drawing rollouts, all batches together
+    learn_s: float = 0.0  # seconds in the learner's steps
 
 
 @dataclass
@@ -78,6 +80,7 @@ class Rollout:
     kl_coef: float
     unfinished_penalty: float
     hidden: list[torch.Tensor] | None = None
+    draw_s: float = 0.0  # seconds the sampler took to draw the replies
 
     def kl(self) -> list[float]:
         return [float((a - b).sum()) for a, b in zip(self.logp, self.ref_logp, strict=True)]
@@ -129,21 +132,16 @@ def collect(
     *,
     seed: int,
     hidden: bool = False,
+    sampler: Sampler | None = None,
 ) -> Rollout:
-    """Sample k replies per prompt, score them with the RM, and take the policy's and v0's
-    log-probs of every reply token (no grad)."""
+    """Sample k replies per prompt (with `sampler`: the model's own decode loop unless
+    given), score them with the RM, and take the policy's and v0's log-probs of every
+    reply token under the training model (no grad)."""
     k = cfg.samples_per_prompt
-    samples = sample(
-        model,
-        tokenizer,
-        prompts,
-        k,
-        max_new_tokens=cfg.max_new_tokens,
-        temperature=cfg.temperature,
-        top_p=cfg.top_p,
-        batch_size=SAMPLE_BATCH,
-        seed=seed,
-    )
+    draw = Draw(cfg.max_new_tokens, cfg.temperature, cfg.top_p, seed)
+    started = time.monotonic()
+    samples = (sampler or TransformersSampler()).current(model, tokenizer, prompts, k, draw)
+    draw_s = time.monotonic() - started
     per_sample = [prompts[s.prompt_index] for s in samples]
     rm = [float(x) for x in reward_fn(per_sample, [s.text for s in samples])]
     if len(rm) != len(samples):
@@ -165,6 +163,7 @@ def collect(
         kl_coef=cfg.kl_coef,
         unfinished_penalty=cfg.unfinished_penalty,
         hidden=None if states is None else [h.detach().clone() for h in states],
+        draw_s=draw_s,
     )
 
 
@@ -246,8 +245,10 @@ def run(
     *,
     seed: int,
     progress: ProgressFn = no_progress,
+    sampler: Sampler | None = None,
 ) -> PolicyResult:
-    """Rollouts and updates for one round; leaves the model in eval mode."""
+    """Rollouts (drawn by `sampler`) and updates for one round; leaves the model in eval
+    mode."""
     batches = prompt_batches(prompts, cfg, seed)
     total = len(batches) * learner.steps_per_batch
     result = PolicyResult(steps=0, rollouts=0)
@@ -262,15 +263,19 @@ def run(
                 cfg,
                 seed=seed * 1_000_003 + b,
                 hidden=learner.needs_hidden,
+                sampler=sampler,
             )
             result.rollouts += len(rollout.samples)
+            result.draw_s += rollout.draw_s
             measured = rollout.metrics()
             if region is not None:
                 result.stopped = region.check(result, rollout, measured, b, len(batches))
                 if result.stopped is not None:
                     result.history.append({**measured, "batch": float(b), "stepped": 0.0})
                     break
+            started = time.monotonic()
             taken = _learn(model, learner, rollout, measured, b, result, total, progress)
+            result.learn_s += time.monotonic() - started
             if region is not None:
                 region.last_steps = taken
     finally:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.config import PolicyConfig
+from trainer.device import CPU, Placement
 
 TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -30,16 +31,20 @@ def load_tokenizer(model_dir: Path) -> Any:
     return tok
 
 
-def load_policy(base_dir: Path, adapter: Path | None, cfg: PolicyConfig) -> tuple[Any, Any]:
-    """(PeftModel, tokenizer): the fp32 base with `adapter` to train further, or a new LoRA.
+def load_policy(
+    base_dir: Path, adapter: Path | None, cfg: PolicyConfig, placement: Placement = CPU
+) -> tuple[Any, Any]:
+    """(PeftModel, tokenizer): the base (fp32 on the CPU; see `trainer.device`) with
+    `adapter` to train further, or a new LoRA. peft keeps the adapter's own weights in
+    float32 on a bf16 base.
 
     A new adapter's B matrices start at zero, so it starts exactly at v0.
     """
-    import torch
     from peft import LoraConfig, PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    base = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=placement.dtype())
+    base = base.to(placement.device)  # type: ignore[arg-type]  # transformers types .to oddly
     if adapter is not None:
         model = PeftModel.from_pretrained(base, str(adapter), is_trainable=True)
     else:
@@ -60,7 +65,8 @@ def save_adapter(model: Any, dest: Path, tokenizer: Any = None) -> None:
     """Write the active adapter (adapter_config.json, adapter_model.safetensors) and the
     tokenizer into `dest`, so that the directory alone is a servable LoRA version.
 
-    The tokenizer defaults to the base model's (read from the directory it was loaded from).
+    The tokenizer defaults to the base model's (read from the directory it was loaded
+    from); `tokenizer=False` writes the adapter alone (a rollout engine's copy).
     """
     dest.mkdir(parents=True, exist_ok=True)
     name = model.active_adapter
@@ -73,6 +79,8 @@ def save_adapter(model: Any, dest: Path, tokenizer: Any = None) -> None:
     for f in ADAPTER_FILES:
         if not (dest / f).is_file():
             raise RuntimeError(f"saving the adapter wrote no {f} in {dest}")
+    if tokenizer is False:
+        return
     if tokenizer is None:
         tokenizer = load_tokenizer(Path(model.get_base_model().config.name_or_path))
     tokenizer.save_pretrained(str(dest))
